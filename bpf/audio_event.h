@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel/user ABI of the audio classifier: the one definition of the
+ * event record, the config and statistics map layouts. Mirrored in
+ * TypeScript by src/abi.ts only; test/abi.test.ts checks both agree.
+ * Fixed-width fields and explicit padding: this struct crosses the
+ * ring buffer byte for byte.
+ */
+#ifndef AUDIO_EVENT_H
+#define AUDIO_EVENT_H
+
+/* Largest audio payload copied into one event. Longer payloads (jumbo
+ * frames, UDP GSO) are truncated to this and flagged AEV_F_TRUNCATED. */
+#define AEV_MAX_CAPTURE 1984
+
+/* Bits in the ports map: one bit per UDP port, 65536 bits. */
+#define PORT_MAP_WORDS 1024 /* __u64 words */
+
+enum aev_direction {
+	AEV_DIR_INGRESS = 0,
+	AEV_DIR_EGRESS = 1,
+};
+
+/* How the audio bytes are encoded, decided by the classifier from the RTP
+ * header (or its absence). The signature step decodes samples by it. */
+enum aev_encoding {
+	AEV_ENC_RAW_LE16 = 0, /* raw UDP: 16-bit little-endian PCM */
+	AEV_ENC_PCMU = 1,     /* RTP payload type 0 */
+	AEV_ENC_PCMA = 2,     /* RTP payload type 8 */
+	AEV_ENC_L16_BE = 3,   /* RTP payload types 10/11, network order */
+	AEV_ENC_OPAQUE = 4,   /* other RTP audio payloads: bytes only */
+};
+
+enum aev_flags {
+	AEV_F_RTP = 1 << 0,       /* an RTP header was recognised and skipped */
+	AEV_F_TRUNCATED = 1 << 1, /* payload longer than AEV_MAX_CAPTURE */
+	AEV_F_VLAN = 1 << 2,      /* at least one 802.1Q/802.1ad tag */
+};
+
+struct audio_event {
+	__u64 ts_ns;        /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u32 ifindex;      /* interface the packet was seen on */
+	__u8 direction;     /* enum aev_direction */
+	__u8 family;        /* 4 or 6 */
+	__u8 protocol;      /* IPPROTO_UDP (17) */
+	__u8 encoding;      /* enum aev_encoding */
+	__u8 saddr[16];     /* IPv4 in the first 4 bytes, rest zero */
+	__u8 daddr[16];
+	__u16 sport;        /* host byte order */
+	__u16 dport;
+	__u16 payload_off;  /* offset of the audio bytes from the L2 header */
+	__u16 payload_len;  /* audio bytes in the packet */
+	__u16 captured_len; /* audio bytes copied into data[] */
+	__u16 flags;        /* enum aev_flags */
+	__u32 _pad;
+	__u8 data[AEV_MAX_CAPTURE];
+};
+
+#define AEV_HEADER_SIZE 64 /* offsetof(struct audio_event, data) */
+
+/* Indices of the per-CPU statistics array. */
+enum aev_stat {
+	AEV_STAT_PACKETS = 0,      /* packets the classifier ran on */
+	AEV_STAT_UDP = 1,          /* parsed UDP packets */
+	AEV_STAT_PORT_MISS = 2,    /* UDP packets on no audio port */
+	AEV_STAT_AUDIO = 3,        /* audio packets (event attempted) */
+	AEV_STAT_EVENTS = 4,       /* events submitted to the ring buffer */
+	AEV_STAT_LOST = 5,         /* events dropped: ring buffer full */
+	AEV_STAT_TRUNCATED = 6,    /* events whose payload was truncated */
+	AEV_STAT_MALFORMED = 7,    /* packets with unparseable headers */
+	AEV_STAT_FRAGMENTS = 8,    /* non-first IP fragments passed */
+	AEV_STAT_NOT_AUDIO = 9,    /* RTP control, comfort noise, empty */
+	AEV_STAT_MAX = 10,
+};
+
+/* Single-entry array "config", written before attach. */
+struct aev_config {
+	__u32 all_ports; /* 1: every UDP port is an audio port */
+	__u32 _pad;
+};
+
+/*
+ * One signature, as the addon hands it to JavaScript: packed records in
+ * one buffer per batch. Not a kernel structure, but it carries the same
+ * flow fields, so it lives beside the event it is derived from.
+ */
+struct sig_record {
+	__u64 ts_ns;       /* time of the packet that completed the window */
+	__u32 sig_lo;      /* 64-bit signature, low half */
+	__u32 sig_hi;      /* high half */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 ifindex;
+	__u8 direction;
+	__u8 family;
+	__u8 protocol;
+	__u8 encoding;     /* encoding of the packet holding the window start */
+	__u32 _pad;
+};
+
+#define SIG_RECORD_SIZE 64
+
+#endif /* AUDIO_EVENT_H */

@@ -1,0 +1,76 @@
+/**
+ * TypeScript mirror of bpf/audio_event.h: the one place user space knows
+ * the byte layout of kernel events and addon signature records.
+ * test/abi.test.ts compiles the header and checks every size and offset.
+ */
+
+export const AEV_MAX_CAPTURE = 1984;
+export const AEV_HEADER_SIZE = 64;
+export const PORT_MAP_WORDS = 1024;
+
+export const Direction = { Ingress: 0, Egress: 1 } as const;
+export type Direction = (typeof Direction)[keyof typeof Direction];
+
+export const Encoding = {
+  RawLe16: 0,
+  Pcmu: 1,
+  Pcma: 2,
+  L16Be: 3,
+  Opaque: 4,
+} as const;
+export type Encoding = (typeof Encoding)[keyof typeof Encoding];
+
+export const EventFlag = { Rtp: 1, Truncated: 2, Vlan: 4 } as const;
+
+/** Byte offsets in struct audio_event. */
+export const AudioEventLayout = {
+  tsNs: 0,
+  ifindex: 8,
+  direction: 12,
+  family: 13,
+  protocol: 14,
+  encoding: 15,
+  saddr: 16,
+  daddr: 32,
+  sport: 48,
+  dport: 50,
+  payloadOff: 52,
+  payloadLen: 54,
+  capturedLen: 56,
+  flags: 58,
+  data: 64,
+  size: AEV_HEADER_SIZE + AEV_MAX_CAPTURE,
+} as const;
+
+/** Indices of the classifier's per-CPU statistics array (enum aev_stat). */
+export const KernelStat = {
+  Packets: 0,
+  Udp: 1,
+  PortMiss: 2,
+  Audio: 3,
+  Events: 4,
+  Lost: 5,
+  Truncated: 6,
+  Malformed: 7,
+  Fragments: 8,
+  NotAudio: 9,
+} as const;
+export const KERNEL_STAT_COUNT = 10;
+
+/** Byte offsets in struct sig_record (addon -> JavaScript batches). */
+export const SigRecordLayout = {
+  tsNs: 0,
+  sigLo: 8,
+  sigHi: 12,
+  saddr: 16,
+  daddr: 32,
+  sport: 48,
+  dport: 50,
+  ifindex: 52,
+  direction: 56,
+  family: 57,
+  protocol: 58,
+  encoding: 59,
+  size: 64,
+} as const;
+export const SIG_RECORD_SIZE = SigRecordLayout.size;
