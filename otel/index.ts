@@ -1,0 +1,24 @@
+export {
+  createAgentInstruments,
+  SELF_METRICS,
+  validateBucketBoundaries,
+  type AgentInstruments,
+  type SelfStatsSnapshot,
+} from './instruments.js';
+export {
+  createMeterPipeline,
+  type MeterPipeline,
+  type MeterPipelineOptions,
+} from './meter-pipeline.js';
+export * from './metric-names.js';
+export {
+  describeEndpoint,
+  OtlpExportError,
+  resolveEndpoint,
+  type ExportErrorHandler,
+  type OtlpExportOptions,
+  type OtlpHistogramAggregation,
+  type OtlpTemporality,
+} from './otlp-exporter.js';
+export { parseOtlpHeaders, validateOtlpHeaders } from './otlp-headers.js';
+export { buildAgentResource, type AgentResourceOptions } from './resource.js';
