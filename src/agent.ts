@@ -1,0 +1,249 @@
+/**
+ * The agent: wires the stages of the data path (classifier -> signature batches -> correlator ->
+ * instruments -> exporters) and owns their lifetime. Start order puts everything that can fail
+ * for a reason the operator must fix (metrics port taken, BPF load refused) before anything is
+ * attached; stop order detaches first, so the node is left clean even if the exporters hang.
+ */
+import type { AgentConfig } from './config.js';
+import type { Logger } from './log.js';
+import { rateLimited, serializeError } from './log.js';
+import { Classifier, type ClassifierOptions } from './native.js';
+import { EndpointTable } from './endpoints.js';
+import { Correlator, monotonicNowNs } from './correlate/correlator.js';
+import { SignatureBatchDecoder } from './signature-batch.js';
+import { HopRecorder } from './hop-recorder.js';
+import { InterfaceWatcher, type WatcherErrorContext } from './interface-watcher.js';
+import { SampleLogger } from './sample-log.js';
+import { KernelStat } from './abi.js';
+import {
+  createMeterPipeline,
+  type MeterPipeline,
+  type MeterPipelineOptions,
+  type SelfStatsSnapshot,
+} from '../otel/index.js';
+
+/** How often idle correlator state is drained by the kernel clock. */
+const EXPIRE_INTERVAL_MS = 1000;
+/** Endpoints per tracked flow: each flow names two. */
+const ENDPOINTS_PER_FLOW = 2;
+const MIN_ENDPOINTS = 1024;
+
+export interface AgentOptions {
+  config: AgentConfig;
+  log: Logger;
+  version: string;
+  /** Injected in tests: how the classifier is opened. */
+  openClassifier?: (opts: ClassifierOptions) => Classifier;
+}
+
+export class Agent {
+  private classifier: Classifier | null = null;
+  private correlator: Correlator | null = null;
+  private watcher: InterfaceWatcher | null = null;
+  private pipeline: MeterPipeline | null = null;
+  private sampleLog: SampleLogger | null = null;
+  private expireTimer: NodeJS.Timeout | null = null;
+  private ready = false;
+  private stopping: Promise<void> | null = null;
+
+  private constructor(private readonly opts: AgentOptions) {}
+
+  /** Starts every stage; on failure, undoes what was started and rethrows. */
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const agent = new Agent(opts);
+    try {
+      await agent.startStages();
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    return agent;
+  }
+
+  private async startStages(): Promise<void> {
+    const { config, log } = this.opts;
+    const pipeline = await createMeterPipeline(this.pipelineOptions());
+    this.pipeline = pipeline;
+    log.info('metrics endpoint listening', {
+      url: `http://${pipeline.address.host}:${pipeline.address.port}/metrics`,
+      otlp: pipeline.otlpEnabled,
+    });
+
+    const endpoints = new EndpointTable({
+      capacity: Math.max(MIN_ENDPOINTS, config.maxFlows * ENDPOINTS_PER_FLOW),
+      minIdleNs: config.flowTimeoutMs * 1e6,
+    });
+    const instruments = pipeline.createInstruments(() => this.snapshot());
+    this.sampleLog = config.sampleLog.enabled
+      ? new SampleLogger({ ratePerSecond: config.sampleLog.ratePerSecond })
+      : null;
+    const sampleLog = this.sampleLog;
+    const recorder = new HopRecorder({
+      ...instruments,
+      endpoints,
+      onSample: sampleLog
+        ? (tsNs, sigHi, sigLo, source, dest, seconds): void =>
+            sampleLog.log(tsNs, sigHi, sigLo, source, dest, seconds)
+        : undefined,
+    });
+    const correlator = new Correlator(recorder, {
+      timeoutMs: config.flowTimeoutMs,
+      maxPending: config.maxPendingSignatures,
+    });
+    this.correlator = correlator;
+    const decoder = new SignatureBatchDecoder(endpoints, correlator);
+
+    const open = this.opts.openClassifier ?? Classifier.open;
+    this.classifier = open(this.classifierOptions(decoder));
+    log.info('classifier loaded', { algorithm: config.signatureAlgorithm });
+
+    this.watcher = this.createWatcher(this.classifier);
+    await this.watcher.scanNow();
+    this.watcher.start();
+    this.expireTimer = setInterval(() => correlator.expire(monotonicNowNs()), EXPIRE_INTERVAL_MS);
+    this.expireTimer.unref();
+    this.ready = true;
+    log.info('agent started', { interfaces: config.interfaces });
+  }
+
+  private pipelineOptions(): MeterPipelineOptions {
+    const { config, version, log } = this.opts;
+    const otlp = config.otlp;
+    const failures = rateLimited(log, 'otlp-export', 60_000);
+    return {
+      serviceName: otlp.serviceName,
+      serviceVersion: version,
+      port: config.metricsPort,
+      latencyBuckets: [...config.latencyBuckets],
+      otlp: {
+        enabled: otlp.enabled,
+        endpoint: otlp.endpoint ?? '',
+        headers: { ...otlp.headers },
+        compression: otlp.compression,
+        insecure: otlp.insecure,
+        certificatePath: otlp.certificatePath ?? undefined,
+        clientCertificatePath: otlp.clientCertificatePath ?? undefined,
+        clientKeyPath: otlp.clientKeyPath ?? undefined,
+        timeoutMs: otlp.timeoutMs,
+        exportIntervalMs: otlp.exportIntervalMs,
+        exportTimeoutMs: otlp.exportTimeoutMs,
+        temporality: otlp.temporality,
+        histogramAggregation:
+          otlp.histogramAggregation === 'base2_exponential_bucket_histogram'
+            ? 'exponential'
+            : 'explicit',
+      },
+      ready: () => this.ready,
+      onExportError: (err) => failures.warn('OTLP export failed', { error: err.message }),
+    };
+  }
+
+  private classifierOptions(decoder: SignatureBatchDecoder): ClassifierOptions {
+    const { config } = this.opts;
+    return {
+      ringBufferPages: config.perfBufferPages,
+      audioPorts: config.audioPorts === 'all' ? 'all' : config.audioPorts.map((r) => ({ ...r })),
+      algorithm: config.signatureAlgorithm,
+      windowSize: config.signatureWindowSize,
+      silenceThreshold: config.silenceThreshold,
+      maxFlows: config.maxFlows,
+      flowTimeoutMs: config.flowTimeoutMs,
+      onSignatures: (records, count) => decoder.decode(records, count),
+    };
+  }
+
+  private createWatcher(classifier: Classifier): InterfaceWatcher {
+    const { config, log } = this.opts;
+    const errors = rateLimited(log, 'interface-watcher', 10_000);
+    return new InterfaceWatcher({
+      patterns: config.interfaces,
+      onAppear: (name, ifindex) => {
+        const stale = classifier.removeStale(name);
+        const res = classifier.attach(name);
+        log.info('attached', { interface: name, ifindex, mode: res.mode, staleRemoved: stale });
+      },
+      onVanish: (name, ifindex) => {
+        classifier.detach(name);
+        log.info('detached', { interface: name, ifindex });
+      },
+      onError: (err: Error, ctx: WatcherErrorContext) =>
+        errors.warn('interface operation failed', { ...ctx, error: serializeError(err) }),
+    });
+  }
+
+  /** One consistent reading of every stage's counters, taken once per metrics collection. */
+  private snapshot(): SelfStatsSnapshot {
+    const c = this.classifier;
+    const cs = this.correlator?.stats ?? { pending: 0, evictions: 0, expired: 0 };
+    if (!c) return emptySnapshot(cs.pending, cs.evictions, cs.expired);
+    const s = c.stats();
+    return {
+      packetsInspected: s.kernel[KernelStat.Packets] ?? 0,
+      audioPackets: s.kernel[KernelStat.Audio] ?? 0,
+      eventsDelivered: s.ringbuf.records,
+      eventsLost: s.kernel[KernelStat.Lost] ?? 0,
+      payloadTruncated: s.kernel[KernelStat.Truncated] ?? 0,
+      packetsMalformed: s.kernel[KernelStat.Malformed] ?? 0,
+      flowsTracked: s.engine.streamsActive,
+      flowsEvicted: s.engine.streamsEvicted,
+      flowsExpired: s.engine.streamsExpired,
+      interfacesAttached: c.attachedInterfaces().length,
+      bpfRunTimeSeconds: s.progs.runTimeNs / 1e9,
+      bpfRunCount: s.progs.runCount,
+      windowsSilent: s.engine.windowsSilent,
+      pendingSignatures: cs.pending,
+      correlatorEvictions: cs.evictions,
+      correlatorExpired: cs.expired,
+    };
+  }
+
+  /** Synchronous last resort (process exit, uncaught error): detach everything now. */
+  closeNow(): void {
+    this.ready = false;
+    if (this.expireTimer) clearInterval(this.expireTimer);
+    this.expireTimer = null;
+    try {
+      this.classifier?.close();
+    } finally {
+      this.classifier = null;
+    }
+  }
+
+  /** Orderly stop: detach first, then flush and close the exporters. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopStages();
+    return this.stopping;
+  }
+
+  private async stopStages(): Promise<void> {
+    const watcher = this.watcher;
+    this.watcher = null;
+    if (watcher) await watcher.stop();
+    this.closeNow();
+    this.sampleLog?.close();
+    const pipeline = this.pipeline;
+    this.pipeline = null;
+    if (pipeline) await pipeline.shutdown();
+  }
+}
+
+function emptySnapshot(pending: number, evictions: number, expired: number): SelfStatsSnapshot {
+  return {
+    packetsInspected: 0,
+    audioPackets: 0,
+    eventsDelivered: 0,
+    eventsLost: 0,
+    payloadTruncated: 0,
+    packetsMalformed: 0,
+    flowsTracked: 0,
+    flowsEvicted: 0,
+    flowsExpired: 0,
+    interfacesAttached: 0,
+    bpfRunTimeSeconds: 0,
+    bpfRunCount: 0,
+    windowsSilent: 0,
+    pendingSignatures: pending,
+    correlatorEvictions: evictions,
+    correlatorExpired: expired,
+  };
+}
