@@ -96,7 +96,7 @@ struct sig_record {
 	__u8 direction;
 	__u8 family;
 	__u8 protocol;
-	__u8 encoding;     /* encoding of the packet holding the window start */
+	__u8 encoding;     /* encoding of the packet holding the anchor byte */
 	__u32 _pad;
 };
 
