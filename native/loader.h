@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The classifier's BPF object: open, size the ring buffer, load (verify),
+ * fill the config and ports maps. Also what is read from the loaded
+ * programs: statistics, BPF_PROG_TEST_RUN.
+ */
+#ifndef ALT_LOADER_H
+#define ALT_LOADER_H
+
+#include <linux/types.h>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "../bpf/audio_event.h"
+
+struct bpf_object;
+
+namespace alt {
+
+enum class Prog { Ingress = 0, Egress = 1, Empty = 2 };
+constexpr int kProgCount = 3;
+
+/* The kernel's names for our programs (BPF_OBJ_NAME_LEN-safe): how stale
+ * filters left by an earlier instance are recognised. */
+extern const char *const kProgNames[kProgCount];
+
+struct LoadOptions {
+	std::string object_path;
+	uint32_t ring_pages;	    // rounded up to a power-of-two byte size
+	bool all_ports;
+	const uint64_t *port_words; // PORT_MAP_WORDS words
+	bool run_stats;		    // hold BPF_ENABLE_STATS (costs every BPF program two clock reads)
+};
+
+struct TestRunResult {
+	int32_t retval;
+	uint32_t duration_ns; // per run, averaged by the kernel over `repeat`
+};
+
+struct ProgRunStats {
+	uint64_t run_time_ns;
+	uint64_t run_cnt;
+};
+
+class BpfClassifier {
+public:
+	explicit BpfClassifier(const LoadOptions &opts); // throws SysError
+	~BpfClassifier();
+	BpfClassifier(const BpfClassifier &) = delete;
+	BpfClassifier &operator=(const BpfClassifier &) = delete;
+
+	int prog_fd(Prog p) const { return prog_fd_[static_cast<int>(p)]; }
+	uint32_t prog_id(Prog p) const { return prog_id_[static_cast<int>(p)]; }
+	int events_fd() const { return events_fd_; }
+	uint32_t ring_bytes() const { return ring_bytes_; }
+
+	// Sums the per-CPU counters into out[AEV_STAT_MAX].
+	void kernel_stats(uint64_t *out) const;
+	// tc_ingress + tc_egress; zero unless BPF stats could be enabled.
+	ProgRunStats run_stats() const;
+	TestRunResult test_run(Prog p, const uint8_t *pkt, size_t len, uint32_t repeat) const;
+
+private:
+	void fill_maps(const LoadOptions &opts);
+
+	struct bpf_object *obj_ = nullptr;
+	int prog_fd_[kProgCount] = {-1, -1, -1};
+	uint32_t prog_id_[kProgCount] = {0, 0, 0};
+	int events_fd_ = -1;
+	int stats_fd_ = -1;
+	int stats_enable_fd_ = -1;
+	uint32_t ring_bytes_ = 0;
+	int ncpus_ = 0;
+};
+
+} // namespace alt
+
+#endif /* ALT_LOADER_H */

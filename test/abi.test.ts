@@ -1,0 +1,202 @@
+/**
+ * bpf/audio_event.h and src/abi.ts describe the same bytes. This compiles a small C program
+ * against the header (with the host's cc, into a temporary directory) that prints every size,
+ * offset and enum value as JSON, and compares them with the TypeScript mirror.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  AEV_HEADER_SIZE,
+  AEV_MAX_CAPTURE,
+  AudioEventLayout,
+  Direction,
+  Encoding,
+  EventFlag,
+  KERNEL_STAT_COUNT,
+  KernelStat,
+  PORT_MAP_WORDS,
+  SIG_RECORD_SIZE,
+  SigRecordLayout,
+} from '../src/abi.js';
+
+// dist/test/abi.test.js -> repository root
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const HEADER_DIR = join(ROOT, 'bpf');
+
+/** C field name, TypeScript layout key, C size of the field's type. */
+type Field = readonly [c: string, ts: string, size: number];
+
+const AUDIO_EVENT_FIELDS: readonly Field[] = [
+  ['ts_ns', 'tsNs', 8],
+  ['ifindex', 'ifindex', 4],
+  ['direction', 'direction', 1],
+  ['family', 'family', 1],
+  ['protocol', 'protocol', 1],
+  ['encoding', 'encoding', 1],
+  ['saddr', 'saddr', 16],
+  ['daddr', 'daddr', 16],
+  ['sport', 'sport', 2],
+  ['dport', 'dport', 2],
+  ['payload_off', 'payloadOff', 2],
+  ['payload_len', 'payloadLen', 2],
+  ['captured_len', 'capturedLen', 2],
+  ['flags', 'flags', 2],
+  ['data', 'data', AEV_MAX_CAPTURE],
+];
+
+const SIG_RECORD_FIELDS: readonly Field[] = [
+  ['ts_ns', 'tsNs', 8],
+  ['sig_lo', 'sigLo', 4],
+  ['sig_hi', 'sigHi', 4],
+  ['saddr', 'saddr', 16],
+  ['daddr', 'daddr', 16],
+  ['sport', 'sport', 2],
+  ['dport', 'dport', 2],
+  ['ifindex', 'ifindex', 4],
+  ['direction', 'direction', 1],
+  ['family', 'family', 1],
+  ['protocol', 'protocol', 1],
+  ['encoding', 'encoding', 1],
+];
+
+/** C enumerator, TypeScript value it must equal. */
+const ENUMS: readonly (readonly [string, number])[] = [
+  ['AEV_DIR_INGRESS', Direction.Ingress],
+  ['AEV_DIR_EGRESS', Direction.Egress],
+  ['AEV_ENC_RAW_LE16', Encoding.RawLe16],
+  ['AEV_ENC_PCMU', Encoding.Pcmu],
+  ['AEV_ENC_PCMA', Encoding.Pcma],
+  ['AEV_ENC_L16_BE', Encoding.L16Be],
+  ['AEV_ENC_OPAQUE', Encoding.Opaque],
+  ['AEV_F_RTP', EventFlag.Rtp],
+  ['AEV_F_TRUNCATED', EventFlag.Truncated],
+  ['AEV_F_VLAN', EventFlag.Vlan],
+  ['AEV_STAT_PACKETS', KernelStat.Packets],
+  ['AEV_STAT_UDP', KernelStat.Udp],
+  ['AEV_STAT_PORT_MISS', KernelStat.PortMiss],
+  ['AEV_STAT_AUDIO', KernelStat.Audio],
+  ['AEV_STAT_EVENTS', KernelStat.Events],
+  ['AEV_STAT_LOST', KernelStat.Lost],
+  ['AEV_STAT_TRUNCATED', KernelStat.Truncated],
+  ['AEV_STAT_MALFORMED', KernelStat.Malformed],
+  ['AEV_STAT_FRAGMENTS', KernelStat.Fragments],
+  ['AEV_STAT_NOT_AUDIO', KernelStat.NotAudio],
+  ['AEV_STAT_MAX', KERNEL_STAT_COUNT],
+  ['AEV_MAX_CAPTURE', AEV_MAX_CAPTURE],
+  ['AEV_HEADER_SIZE', AEV_HEADER_SIZE],
+  ['PORT_MAP_WORDS', PORT_MAP_WORDS],
+  ['SIG_RECORD_SIZE', SIG_RECORD_SIZE],
+];
+
+interface CLayout {
+  size: number;
+  fields: Record<string, { offset: number; size: number }>;
+}
+interface CAbi {
+  audio_event: CLayout;
+  sig_record: CLayout;
+  aev_config: CLayout;
+  values: Record<string, number>;
+}
+
+function cLayout(struct: string, fields: readonly string[]): string {
+  const lines = fields.map(
+    (f) =>
+      `  printf("\\"${f}\\":{\\"offset\\":%zu,\\"size\\":%zu}${f === fields.at(-1) ? '' : ','}", ` +
+      `offsetof(struct ${struct}, ${f}), sizeof(((struct ${struct} *)0)->${f}));`,
+  );
+  return [
+    `  printf("\\"${struct}\\":{\\"size\\":%zu,\\"fields\\":{", sizeof(struct ${struct}));`,
+    ...lines,
+    '  printf("}},");',
+  ].join('\n');
+}
+
+function cProgram(): string {
+  const values = ENUMS.map(
+    ([name], i) =>
+      `  printf("\\"${name}\\":%lld${i + 1 < ENUMS.length ? ',' : ''}", (long long)(${name}));`,
+  );
+  return [
+    '#include <stddef.h>',
+    '#include <stdio.h>',
+    '#include <linux/types.h>',
+    '#include "audio_event.h"',
+    'int main(void)',
+    '{',
+    '  printf("{");',
+    cLayout('audio_event', [...AUDIO_EVENT_FIELDS.map(([c]) => c), '_pad']),
+    cLayout('sig_record', [...SIG_RECORD_FIELDS.map(([c]) => c), '_pad']),
+    cLayout('aev_config', ['all_ports', '_pad']),
+    '  printf("\\"values\\":{");',
+    ...values,
+    '  printf("}}\\n");',
+    '  return 0;',
+    '}',
+  ].join('\n');
+}
+
+function compileAndRun(): CAbi {
+  const dir = mkdtempSync(join(tmpdir(), 'alt-abi-'));
+  try {
+    const src = join(dir, 'abi.c');
+    const bin = join(dir, 'abi');
+    writeFileSync(src, cProgram());
+    execFileSync('cc', ['-std=c11', '-Wall', '-Werror', '-I', HEADER_DIR, src, '-o', bin], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    return JSON.parse(execFileSync(bin, { encoding: 'utf8' })) as CAbi;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const abi = compileAndRun();
+
+function checkFields(
+  c: CLayout,
+  fields: readonly Field[],
+  layout: Readonly<Record<string, number>>,
+): void {
+  for (const [cName, tsName, size] of fields) {
+    const f = c.fields[cName];
+    assert.ok(f, `C field ${cName} missing`);
+    assert.equal(f.offset, layout[tsName], `offset of ${cName} (abi.ts ${tsName})`);
+    assert.equal(f.size, size, `size of ${cName}`);
+  }
+}
+
+test('struct audio_event matches AudioEventLayout', () => {
+  checkFields(abi.audio_event, AUDIO_EVENT_FIELDS, AudioEventLayout);
+  assert.equal(abi.audio_event.size, AudioEventLayout.size);
+  assert.equal(
+    abi.audio_event.fields.data.offset,
+    AEV_HEADER_SIZE,
+    'AEV_HEADER_SIZE is offsetof(data)',
+  );
+  // The explicit padding ends exactly where data starts: no hidden compiler padding.
+  const pad = abi.audio_event.fields._pad;
+  assert.equal(pad.offset + pad.size, AEV_HEADER_SIZE);
+});
+
+test('struct sig_record matches SigRecordLayout', () => {
+  checkFields(abi.sig_record, SIG_RECORD_FIELDS, SigRecordLayout);
+  assert.equal(abi.sig_record.size, SIG_RECORD_SIZE);
+  const pad = abi.sig_record.fields._pad;
+  assert.equal(pad.offset + pad.size, SIG_RECORD_SIZE);
+});
+
+test('struct aev_config is the 8-byte layout the addon writes', () => {
+  // Written only by native/loader.cc (no TypeScript mirror): pin its layout here.
+  assert.equal(abi.aev_config.size, 8);
+  assert.deepEqual(abi.aev_config.fields.all_ports, { offset: 0, size: 4 });
+});
+
+test('enum values and constants match abi.ts', () => {
+  for (const [name, value] of ENUMS) assert.equal(abi.values[name], value, name);
+});

@@ -1,0 +1,616 @@
+/**
+ * The TC classifier, end to end through the addon: crafted frames go in with BPF_PROG_TEST_RUN,
+ * events come out of the real ring buffer (onRawEvents), counters out of the per-CPU stats map.
+ * Every case checks the verdict (always TC_ACT_UNSPEC: the classifier only observes), the events
+ * and the counter deltas.
+ */
+import assert from 'node:assert/strict';
+import { after, test, type TestContext } from 'node:test';
+import {
+  AEV_MAX_CAPTURE,
+  AudioEventLayout as L,
+  Direction,
+  Encoding,
+  EventFlag,
+  KERNEL_STAT_COUNT,
+  KernelStat,
+  SIG_RECORD_SIZE,
+  SigRecordLayout,
+} from '../src/abi.js';
+import {
+  Classifier,
+  NativeError,
+  splitRawEvents,
+  type ClassifierOptions,
+  type TestProgram,
+} from '../src/native.js';
+import {
+  audioBytes,
+  buildUdpPacket,
+  buildUdpPacketLayout,
+  type BuiltPacket,
+  type UdpPacketOptions,
+} from './support/packets.js';
+import { requireRoot } from './support/root.js';
+
+const TC_ACT_UNSPEC = -1;
+const AUDIO_PORT = 5004;
+const OTHER_PORT = 6000;
+
+interface AudioEvent {
+  ifindex: number;
+  direction: number;
+  family: number;
+  protocol: number;
+  encoding: number;
+  saddr: Uint8Array;
+  daddr: Uint8Array;
+  sport: number;
+  dport: number;
+  payloadOff: number;
+  payloadLen: number;
+  capturedLen: number;
+  flags: number;
+  data: Uint8Array;
+  byteLength: number;
+}
+
+function decodeEvent(b: Uint8Array): AudioEvent {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const capturedLen = v.getUint16(L.capturedLen, true);
+  return {
+    ifindex: v.getUint32(L.ifindex, true),
+    direction: b[L.direction],
+    family: b[L.family],
+    protocol: b[L.protocol],
+    encoding: b[L.encoding],
+    saddr: b.slice(L.saddr, L.saddr + 16),
+    daddr: b.slice(L.daddr, L.daddr + 16),
+    sport: v.getUint16(L.sport, true),
+    dport: v.getUint16(L.dport, true),
+    payloadOff: v.getUint16(L.payloadOff, true),
+    payloadLen: v.getUint16(L.payloadLen, true),
+    capturedLen,
+    flags: v.getUint16(L.flags, true),
+    data: b.slice(L.data, L.data + capturedLen),
+    byteLength: b.byteLength,
+  };
+}
+
+interface RunResult {
+  retval: number;
+  events: AudioEvent[];
+  delta: number[];
+}
+
+/** A classifier with a raw-event tap, opened on first use and closed after the file. */
+class Harness {
+  readonly events: Uint8Array[] = [];
+  sigRecords = 0;
+  sigBatches: { records: Uint8Array; count: number }[] = [];
+  readonly classifier: Classifier;
+
+  constructor(overrides: Partial<ClassifierOptions> = {}) {
+    this.classifier = Classifier.open({
+      ringBufferPages: 256,
+      audioPorts: [{ from: AUDIO_PORT, to: AUDIO_PORT }],
+      algorithm: 'xxhash',
+      windowSize: 256,
+      silenceThreshold: 10,
+      maxFlows: 1024,
+      flowTimeoutMs: 60_000,
+      onSignatures: (records, count) => {
+        this.sigRecords += count;
+        this.sigBatches.push({ records: records.slice(), count });
+      },
+      onRawEvents: (buf, count) => this.events.push(...splitRawEvents(buf, count)),
+      ...overrides,
+    });
+  }
+
+  /** Runs `packet` through a program; returns its verdict, the events and the counter deltas. */
+  async run(packet: Uint8Array, prog: TestProgram = 'ingress', repeat = 1): Promise<RunResult> {
+    await this.classifier.drain();
+    this.events.length = 0;
+    const before = this.classifier.stats().kernel;
+    const { retval } = this.classifier.testRun(prog, packet, repeat);
+    await this.classifier.drain();
+    const afterStats = this.classifier.stats().kernel;
+    return {
+      retval,
+      events: this.events.splice(0).map(decodeEvent),
+      delta: afterStats.map((v, i) => v - before[i]),
+    };
+  }
+}
+
+const harnesses: Harness[] = [];
+let shared: Harness | undefined;
+
+function harness(t: TestContext): Harness | undefined {
+  if (!requireRoot(t)) return undefined;
+  if (!shared) {
+    shared = new Harness();
+    harnesses.push(shared);
+  }
+  return shared;
+}
+
+after(() => {
+  for (const h of harnesses) h.classifier.close();
+});
+
+/** Counter deltas as a sparse record, for readable assertions. */
+function counters(delta: number[]): Partial<Record<keyof typeof KernelStat, number>> {
+  const out: Partial<Record<keyof typeof KernelStat, number>> = {};
+  for (const [name, index] of Object.entries(KernelStat) as [keyof typeof KernelStat, number][]) {
+    if (delta[index] !== 0) out[name] = delta[index];
+  }
+  return out;
+}
+
+const AUDIO_COUNTERS = { Packets: 1, Udp: 1, Audio: 1, Events: 1 };
+
+/** Raw PCM whose first byte cannot be mistaken for an RTP version-2 header. */
+function rawAudio(length: number, seed = 7): Uint8Array {
+  const b = audioBytes(length, seed);
+  if (length > 0) b[0] = 0x11;
+  return b;
+}
+
+function addr4(s: string): Uint8Array {
+  const out = new Uint8Array(16);
+  out.set(s.split('.').map(Number));
+  return out;
+}
+
+/** Classifies one packet expected to yield one event, and checks the event against the layout. */
+async function expectEvent(
+  h: Harness,
+  opts: UdpPacketOptions,
+  expected: { encoding: number; flags: number; prog?: TestProgram },
+  mutate?: (built: BuiltPacket) => void,
+): Promise<AudioEvent> {
+  const built = buildUdpPacketLayout(opts);
+  mutate?.(built);
+  const { retval, events, delta } = await h.run(built.bytes, expected.prog ?? 'ingress');
+  assert.equal(retval, TC_ACT_UNSPEC);
+  assert.deepEqual(counters(delta), AUDIO_COUNTERS);
+  assert.equal(events.length, 1);
+  const ev = events[0];
+  assert.equal(ev.family, opts.family ?? 4);
+  assert.equal(ev.protocol, 17);
+  assert.equal(ev.encoding, expected.encoding, 'encoding');
+  assert.equal(ev.flags, expected.flags, 'flags');
+  assert.equal(ev.sport, opts.sport ?? 40000);
+  assert.equal(ev.dport, opts.dport ?? AUDIO_PORT);
+  assert.equal(ev.payloadOff, built.audioOffset, 'payload offset');
+  assert.equal(ev.payloadLen, built.audioLength, 'payload length');
+  assert.equal(ev.capturedLen, Math.min(built.audioLength, AEV_MAX_CAPTURE));
+  assert.equal(ev.byteLength, L.data + ev.capturedLen, 'record is header + captured bytes');
+  assert.deepEqual(
+    ev.data,
+    built.bytes.slice(built.audioOffset, built.audioOffset + ev.capturedLen),
+    'data bytes are the packet payload',
+  );
+  assert.ok(ev.ifindex > 0);
+  return ev;
+}
+
+test('IPv4 raw UDP: RAW_LE16 over the whole payload, addresses and ports', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const ev = await expectEvent(
+    h,
+    { src: '10.1.2.3', dst: '10.4.5.6', sport: 40010, payload: rawAudio(320) },
+    { encoding: Encoding.RawLe16, flags: 0 },
+  );
+  assert.deepEqual(ev.saddr, addr4('10.1.2.3'));
+  assert.deepEqual(ev.daddr, addr4('10.4.5.6'));
+  assert.equal(ev.direction, Direction.Ingress);
+});
+
+test('egress program reports the egress direction; a source-port match is audio too', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const ev = await expectEvent(
+    h,
+    { sport: AUDIO_PORT, dport: 33333, payload: rawAudio(160) },
+    { encoding: Encoding.RawLe16, flags: 0, prog: 'egress' },
+  );
+  assert.equal(ev.direction, Direction.Egress);
+});
+
+test('IPv6 UDP with RTP: addresses in full, payload after the RTP header', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const ev = await expectEvent(
+    h,
+    {
+      family: 6,
+      src: 'fd00:a17::1',
+      dst: '2001:db8::42',
+      rtp: { payloadType: 0 },
+      payload: audioBytes(160, 3),
+    },
+    { encoding: Encoding.Pcmu, flags: EventFlag.Rtp },
+  );
+  assert.equal(Buffer.from(ev.saddr).toString('hex'), 'fd000a17000000000000000000000001');
+  assert.equal(Buffer.from(ev.daddr).toString('hex'), '20010db8000000000000000000000042');
+});
+
+test('single 802.1Q and double 802.1ad+802.1Q tags', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  await expectEvent(
+    h,
+    { vlans: [{ vid: 100 }], rtp: { payloadType: 8 }, payload: audioBytes(160, 4) },
+    { encoding: Encoding.Pcma, flags: EventFlag.Rtp | EventFlag.Vlan },
+  );
+  await expectEvent(
+    h,
+    {
+      family: 6,
+      vlans: [{ tpid: 0x88a8, vid: 10 }, { vid: 20 }],
+      payload: rawAudio(200),
+    },
+    { encoding: Encoding.RawLe16, flags: EventFlag.Vlan },
+  );
+});
+
+test('three VLAN tags are deeper than parsed: passed, no event', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const pkt = buildUdpPacket({
+    vlans: [{ tpid: 0x88a8, vid: 1 }, { vid: 2 }, { vid: 3 }],
+    payload: rawAudio(64),
+  });
+  const r = await h.run(pkt);
+  assert.equal(r.retval, TC_ACT_UNSPEC);
+  assert.equal(r.events.length, 0);
+  assert.deepEqual(counters(r.delta), { Packets: 1 });
+});
+
+test('IPv4 options of every length (IHL 6..15)', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  for (let words = 1; words <= 10; words++) {
+    // NOPs (1) then an end-of-list padding: the classifier only needs IHL.
+    await expectEvent(
+      h,
+      {
+        ipv4Options: new Uint8Array(words * 4).fill(1),
+        rtp: { payloadType: 10 },
+        payload: audioBytes(64, words),
+      },
+      { encoding: Encoding.L16Be, flags: EventFlag.Rtp },
+    );
+  }
+});
+
+test('IPv6 extension header chains', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const chains: UdpPacketOptions['ipv6Ext'][] = [
+    [{ type: 'hop' }],
+    [
+      { type: 'hop', length: 16 },
+      { type: 'routing', length: 24 },
+      { type: 'dest', length: 8 },
+    ],
+    [{ type: 'dest' }, { type: 'fragment' }], // atomic fragment: offset 0, M = 0
+    [
+      { type: 'hop' },
+      { type: 'dest' },
+      { type: 'routing' },
+      { type: 'dest' },
+      { type: 'fragment' },
+      { type: 'dest', length: 2048 },
+    ],
+  ];
+  for (const ipv6Ext of chains) {
+    await expectEvent(
+      h,
+      { family: 6, ipv6Ext, rtp: { payloadType: 11 }, payload: audioBytes(100, 9) },
+      { encoding: Encoding.L16Be, flags: EventFlag.Rtp },
+    );
+  }
+});
+
+test('IPv6 chains deeper than six extension headers are malformed', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const ipv6Ext = Array.from({ length: 7 }, () => ({ type: 'dest' as const }));
+  const r = await h.run(buildUdpPacket({ family: 6, ipv6Ext, payload: rawAudio(32) }));
+  assert.equal(r.retval, TC_ACT_UNSPEC);
+  assert.equal(r.events.length, 0);
+  assert.deepEqual(counters(r.delta), { Packets: 1, Malformed: 1 });
+});
+
+test('RTP with CSRCs, header extension and padding: audio offset and length exact', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const cases: { pt: number; encoding: number }[] = [
+    { pt: 0, encoding: Encoding.Pcmu },
+    { pt: 8, encoding: Encoding.Pcma },
+    { pt: 10, encoding: Encoding.L16Be },
+    { pt: 11, encoding: Encoding.L16Be },
+    { pt: 96, encoding: Encoding.Opaque },
+    { pt: 111, encoding: Encoding.Opaque },
+  ];
+  for (const { pt, encoding } of cases) {
+    for (const family of [4, 6] as const) {
+      await expectEvent(
+        h,
+        {
+          family,
+          rtp: {
+            payloadType: pt,
+            marker: true,
+            csrcs: [1, 2, 3],
+            extension: { words: [0xdeadbeef, 0x01020304] },
+            padding: 5,
+          },
+          payload: audioBytes(160, pt + 1),
+        },
+        { encoding, flags: EventFlag.Rtp },
+      );
+    }
+  }
+  // Fifteen CSRCs, an empty extension, one byte of padding.
+  await expectEvent(
+    h,
+    {
+      rtp: {
+        payloadType: 0,
+        csrcs: Array.from({ length: 15 }, (_, i) => i),
+        extension: { words: [] },
+        padding: 1,
+      },
+      payload: audioBytes(40, 5),
+    },
+    { encoding: Encoding.Pcmu, flags: EventFlag.Rtp },
+  );
+});
+
+test('RTCP, comfort noise and empty payloads are not audio', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const notAudio: UdpPacketOptions[] = [
+    { rtp: { payloadType: 13 }, payload: audioBytes(10) }, // CN
+    { rtp: { payloadType: 19 }, payload: audioBytes(10) }, // old CN
+    ...[200, 201, 202, 203, 204].map((rtcp) => ({
+      // RTCP packet types read as marker bit + PT 72..76
+      rtp: { payloadType: rtcp & 0x7f, marker: true },
+      payload: audioBytes(20),
+    })),
+    { rtp: { payloadType: 0 } }, // header only
+    { rtp: { payloadType: 0, padding: 4 } }, // padding only
+    { payload: new Uint8Array(0) }, // empty UDP
+  ];
+  for (const opts of notAudio) {
+    const r = await h.run(buildUdpPacket(opts));
+    assert.equal(r.retval, TC_ACT_UNSPEC);
+    assert.equal(r.events.length, 0, JSON.stringify(opts.rtp));
+    assert.deepEqual(counters(r.delta), { Packets: 1, Udp: 1, NotAudio: 1 });
+  }
+});
+
+test('non-audio ports: no event, PORT_MISS counted, payload never read', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  for (const family of [4, 6] as const) {
+    const r = await h.run(
+      buildUdpPacket({ family, sport: OTHER_PORT, dport: OTHER_PORT + 1, payload: rawAudio(100) }),
+    );
+    assert.equal(r.retval, TC_ACT_UNSPEC);
+    assert.equal(r.events.length, 0);
+    assert.deepEqual(counters(r.delta), { Packets: 1, Udp: 1, PortMiss: 1 });
+  }
+});
+
+test('non-IP and non-UDP frames pass uncounted beyond PACKETS', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const arp = buildUdpPacket({ payload: rawAudio(28) });
+  arp[12] = 0x08;
+  arp[13] = 0x06;
+  const tcp = buildUdpPacket({ payload: rawAudio(28) });
+  tcp[14 + 9] = 6; // protocol TCP
+  for (const pkt of [arp, tcp]) {
+    const r = await h.run(pkt);
+    assert.equal(r.retval, TC_ACT_UNSPEC);
+    assert.equal(r.events.length, 0);
+    assert.deepEqual(counters(r.delta), { Packets: 1 });
+  }
+});
+
+test('truncated at every offset of a valid RTP/IPv6 packet: never an event', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const pkt = buildUdpPacket({
+    family: 6,
+    vlans: [{ vid: 7 }],
+    ipv6Ext: [{ type: 'hop' }, { type: 'fragment' }],
+    rtp: { payloadType: 0, csrcs: [9], extension: { words: [1] }, padding: 3 },
+    payload: audioBytes(48),
+  });
+  const ETH_HLEN = 14;
+  // The kernel refuses to build an skb shorter than an Ethernet header.
+  for (let len = 0; len < ETH_HLEN; len++) {
+    assert.throws(
+      () => h.classifier.testRun('ingress', pkt.subarray(0, len)),
+      (e: unknown) => e instanceof NativeError && e.code === 'EINVAL',
+    );
+  }
+  for (let len = ETH_HLEN; len < pkt.length; len++) {
+    const r: RunResult = await h.run(pkt.slice(0, len));
+    assert.equal(r.retval, TC_ACT_UNSPEC, `length ${len}`);
+    assert.equal(r.events.length, 0, `length ${len}`);
+    assert.deepEqual(counters(r.delta), { Packets: 1, Malformed: 1 }, `length ${len}`);
+  }
+});
+
+test('inconsistent lengths are malformed', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const payload = audioBytes(64);
+  const udpLen = 8 + 12 + payload.length;
+  const malformed: [string, UdpPacketOptions][] = [
+    ['IHL < 5', { ipv4Ihl: 4, payload }],
+    ['IHL beyond the packet', { ipv4Ihl: 15, payload: payload.subarray(0, 8) }],
+    ['UDP length too long', { rtp: { payloadType: 0 }, payload, udpLength: udpLen + 4 }],
+    ['UDP length too short', { rtp: { payloadType: 0 }, payload, udpLength: udpLen - 4 }],
+    ['UDP length below its header', { payload, udpLength: 7 }],
+    ['IPv4 total length beyond the frame', { payload, ipTotalLength: 20 + udpLen + 100 }],
+    ['IPv6 payload length zero (jumbogram)', { family: 6, payload, ipTotalLength: 0 }],
+    [
+      'RTP CC beyond the payload',
+      { rtp: { payloadType: 0, ccOverride: 15 }, payload: payload.subarray(0, 40) },
+    ],
+    [
+      'RTP padding larger than the payload',
+      { rtp: { payloadType: 0, padding: 4, paddingCountOverride: 200 }, payload },
+    ],
+    [
+      'RTP padding count zero',
+      { rtp: { payloadType: 0, padding: 4, paddingCountOverride: 0 }, payload },
+    ],
+  ];
+  for (const [what, opts] of malformed) {
+    const r = await h.run(buildUdpPacket(opts));
+    assert.equal(r.retval, TC_ACT_UNSPEC, what);
+    assert.equal(r.events.length, 0, what);
+    const c = counters(r.delta);
+    assert.equal(c.Malformed, 1, what);
+    assert.equal(c.Events, undefined, what);
+  }
+  // X set but no room for the extension header; an extension length overrunning the payload.
+  const noExt = buildUdpPacketLayout({ rtp: { payloadType: 0 }, payload: payload.subarray(0, 2) });
+  noExt.bytes[noExt.udpPayloadOffset] |= 0x10;
+  const longExt = buildUdpPacketLayout({
+    rtp: { payloadType: 0, extension: { words: [1] } },
+    payload,
+  });
+  longExt.bytes[longExt.udpPayloadOffset + 12 + 2] = 0xff;
+  for (const b of [noExt, longExt]) {
+    const r = await h.run(b.bytes);
+    assert.deepEqual(counters(r.delta), { Packets: 1, Udp: 1, Malformed: 1 });
+  }
+});
+
+test('fragments: non-first passed and counted, first fragment carries its bytes', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const payload = audioBytes(64);
+  for (const opts of [
+    { fragmentOffset: 185, payload },
+    { fragmentOffset: 1, moreFragments: true, payload },
+    { family: 6 as const, ipv6Ext: [{ type: 'fragment' as const, fragmentOffset: 185 }], payload },
+    {
+      family: 6 as const,
+      ipv6Ext: [
+        { type: 'hop' as const },
+        { type: 'fragment' as const, fragmentOffset: 3, moreFragments: true },
+      ],
+      payload,
+    },
+  ]) {
+    const r = await h.run(buildUdpPacket(opts));
+    assert.equal(r.retval, TC_ACT_UNSPEC);
+    assert.equal(r.events.length, 0);
+    assert.deepEqual(counters(r.delta), { Packets: 1, Fragments: 1 });
+  }
+  // A first fragment: the UDP length covers the whole datagram, the packet only its start.
+  for (const family of [4, 6] as const) {
+    const frag =
+      family === 4
+        ? { moreFragments: true }
+        : { ipv6Ext: [{ type: 'fragment' as const, moreFragments: true }] };
+    await expectEvent(
+      h,
+      { family, ...frag, rtp: { payloadType: 8 }, payload, udpLength: 8 + 12 + 1400 },
+      { encoding: Encoding.Pcma, flags: EventFlag.Rtp },
+      (b) => {
+        // P set, as in the first fragment of a padded packet: the padding count sits in the
+        // last fragment, so nothing may be trimmed here.
+        b.bytes[b.udpPayloadOffset] |= 0x20;
+      },
+    );
+  }
+});
+
+test('payloads longer than AEV_MAX_CAPTURE are truncated and flagged', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const built = buildUdpPacketLayout({ payload: rawAudio(3000) });
+  const r = await h.run(built.bytes);
+  assert.deepEqual(counters(r.delta), { ...AUDIO_COUNTERS, Truncated: 1 });
+  const [ev] = r.events;
+  assert.equal(ev.flags, EventFlag.Truncated);
+  assert.equal(ev.payloadLen, 3000);
+  assert.equal(ev.capturedLen, AEV_MAX_CAPTURE);
+  assert.deepEqual(
+    ev.data,
+    built.bytes.slice(built.audioOffset, built.audioOffset + AEV_MAX_CAPTURE),
+  );
+});
+
+test('a stream of audio packets yields signature records for its flow', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const before = h.classifier.stats();
+  const recordsBefore = h.sigRecords;
+  h.sigBatches = [];
+  for (let i = 0; i < 40; i++) {
+    h.classifier.testRun(
+      'ingress',
+      buildUdpPacket({
+        sport: 41000,
+        rtp: { payloadType: 11, seq: i },
+        payload: audioBytes(320, 100 + i),
+      }),
+    );
+  }
+  await h.classifier.drain();
+  const stats = h.classifier.stats();
+  const delivered = h.sigRecords - recordsBefore;
+  assert.ok(delivered > 0, 'some windows completed');
+  assert.equal(delivered, stats.engine.signatures - before.engine.signatures);
+  assert.equal(stats.engine.bytes - before.engine.bytes, 40 * 320);
+  for (const { records, count } of h.sigBatches) {
+    assert.equal(records.byteLength, count * SIG_RECORD_SIZE);
+    const v = new DataView(records.buffer, records.byteOffset, records.byteLength);
+    for (let i = 0; i < count; i++) {
+      const at = i * SIG_RECORD_SIZE;
+      assert.equal(v.getUint16(at + SigRecordLayout.sport, true), 41000);
+      assert.equal(v.getUint16(at + SigRecordLayout.dport, true), AUDIO_PORT);
+      assert.equal(records[at + SigRecordLayout.family], 4);
+      assert.equal(records[at + SigRecordLayout.encoding], Encoding.L16Be);
+    }
+  }
+  assert.ok(stats.ringbuf.records >= 40);
+  assert.equal(stats.kernel.length, KERNEL_STAT_COUNT);
+});
+
+test("AUDIO_PORTS 'all' makes every UDP port an audio port", async (t) => {
+  if (!requireRoot(t)) return;
+  const h = new Harness({ audioPorts: 'all' });
+  harnesses.push(h);
+  const r = await h.run(buildUdpPacket({ sport: 1, dport: 65535, payload: rawAudio(32) }));
+  assert.deepEqual(counters(r.delta), AUDIO_COUNTERS);
+  assert.equal(r.events.length, 1);
+});
+
+test('a full ring buffer loses events, counted: EVENTS + LOST == AUDIO', async (t) => {
+  if (!requireRoot(t)) return;
+  const h = new Harness({ ringBufferPages: 1 });
+  harnesses.push(h);
+  const pkt = buildUdpPacket({ rtp: { payloadType: 0 }, payload: audioBytes(160) });
+  const r = await h.run(pkt, 'ingress', 5000);
+  const c = counters(r.delta);
+  assert.equal(c.Audio, 5000);
+  assert.ok((c.Lost ?? 0) > 0, `expected losses with a 4 KiB ring, got ${JSON.stringify(c)}`);
+  assert.equal((c.Events ?? 0) + (c.Lost ?? 0), c.Audio);
+  assert.equal(r.events.length, c.Events, 'every submitted event was consumed');
+});

@@ -1,0 +1,330 @@
+/**
+ * Crafted packets for the classifier's tests and benchmarks: pure TypeScript, no sockets.
+ *
+ *   buildUdpPacket(opts): Uint8Array            the frame, from the Ethernet header
+ *   buildUdpPacketLayout(opts): BuiltPacket     the frame plus where each layer and the audio start
+ *   rtpHeader(opts): Uint8Array                 an RTP header (12 bytes + CSRCs + extension)
+ *
+ * Options cover what the classifier must parse: up to any number of VLAN tags (802.1Q/802.1ad),
+ * IPv4 with options and fragment fields, IPv6 with an extension header chain (hop-by-hop, routing,
+ * destination options, fragment), UDP, and an optional RTP header with CSRCs, an extension and
+ * padding. Lengths and checksums are computed; `ipv4Ihl`, `ipTotalLength` and `udpLength` override
+ * them to build malformed packets on purpose.
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+
+export interface VlanTag {
+  tpid?: 0x8100 | 0x88a8; // default 0x8100 (802.1Q); 0x88a8 is 802.1ad (QinQ outer tag)
+  vid: number;
+  pcp?: number;
+}
+
+export type Ipv6ExtType = 'hop' | 'routing' | 'dest' | 'fragment';
+
+export interface Ipv6ExtHeader {
+  type: Ipv6ExtType;
+  /** Total bytes, a multiple of 8, at least 8 (fragment headers are always 8). */
+  length?: number;
+  /** Fragment header only: offset in 8-byte units, and the M (more fragments) flag. */
+  fragmentOffset?: number;
+  moreFragments?: boolean;
+}
+
+export interface RtpExtension {
+  profile?: number; // 16-bit "defined by profile" field
+  words: number[]; // 32-bit words after the extension header
+}
+
+export interface RtpOptions {
+  version?: number; // default 2
+  payloadType: number;
+  marker?: boolean;
+  seq?: number;
+  timestamp?: number;
+  ssrc?: number;
+  csrcs?: number[]; // CC = csrcs.length (at most 15)
+  ccOverride?: number; // CC field value regardless of csrcs (malformed packets)
+  extension?: RtpExtension;
+  /** Padding bytes appended after the payload (the last one holds the count); sets P. */
+  padding?: number;
+  /** Value written into the last padding byte instead of `padding` (malformed packets). */
+  paddingCountOverride?: number;
+}
+
+export interface UdpPacketOptions {
+  family?: 4 | 6; // default 4
+  src?: string; // default 10.0.0.1 / fd00::1
+  dst?: string; // default 10.0.0.2 / fd00::2
+  srcMac?: Uint8Array;
+  dstMac?: Uint8Array;
+  vlans?: VlanTag[];
+  sport?: number; // default 40000
+  dport?: number; // default 5004
+  ttl?: number;
+  /** IPv4 options: raw bytes, padded with zeros (end of list) to a multiple of 4. */
+  ipv4Options?: Uint8Array;
+  ipv4Ihl?: number; // overrides the computed IHL
+  /** IPv4 fragment fields: offset in 8-byte units, MF flag. */
+  fragmentOffset?: number;
+  moreFragments?: boolean;
+  ipv6Ext?: Ipv6ExtHeader[];
+  ipTotalLength?: number; // overrides IPv4 total length / IPv6 payload length
+  udpLength?: number; // overrides the UDP length field
+  rtp?: RtpOptions;
+  payload?: Uint8Array; // audio bytes (after the RTP header if any); default empty
+}
+
+export interface BuiltPacket {
+  bytes: Uint8Array;
+  l3Offset: number;
+  l4Offset: number;
+  udpPayloadOffset: number;
+  /** Where the audio bytes start and how many there are, as the classifier should report. */
+  audioOffset: number;
+  audioLength: number;
+}
+
+const ETH_P_IP = 0x0800;
+const ETH_P_IPV6 = 0x86dd;
+const IPPROTO_UDP = 17;
+const EXT_PROTO: Readonly<Record<Ipv6ExtType, number>> = {
+  hop: 0,
+  routing: 43,
+  dest: 60,
+  fragment: 44,
+};
+const DEFAULT_SRC_MAC = Uint8Array.of(0x02, 0, 0, 0, 0, 0x01);
+const DEFAULT_DST_MAC = Uint8Array.of(0x02, 0, 0, 0, 0, 0x02);
+
+/** A byte sink with big-endian writers (network order). */
+class Writer {
+  private readonly parts: Uint8Array[] = [];
+  length = 0;
+
+  bytes(b: Uint8Array): this {
+    this.parts.push(b);
+    this.length += b.length;
+    return this;
+  }
+  u8(v: number): this {
+    return this.bytes(Uint8Array.of(v & 0xff));
+  }
+  u16(v: number): this {
+    return this.bytes(Uint8Array.of((v >>> 8) & 0xff, v & 0xff));
+  }
+  u32(v: number): this {
+    return this.bytes(
+      Uint8Array.of((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff),
+    );
+  }
+  zeros(n: number): this {
+    return this.bytes(new Uint8Array(n));
+  }
+  done(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const p of this.parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+}
+
+export function ipv4Bytes(addr: string): Uint8Array {
+  if (!isIPv4(addr)) throw new Error(`not an IPv4 address: ${addr}`);
+  return Uint8Array.from(addr.split('.').map(Number));
+}
+
+export function ipv6Bytes(addr: string): Uint8Array {
+  if (!isIPv6(addr)) throw new Error(`not an IPv6 address: ${addr}`);
+  const [head, tail] = addr.includes('::') ? addr.split('::') : [addr, undefined];
+  const groups = (s: string | undefined): string[] => (s ? s.split(':') : []);
+  const h = groups(head);
+  const t = groups(tail);
+  const all =
+    tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const out = new Uint8Array(16);
+  all.forEach((g, i) => {
+    const v = parseInt(g, 16);
+    out[2 * i] = v >>> 8;
+    out[2 * i + 1] = v & 0xff;
+  });
+  return out;
+}
+
+/** The Internet checksum (RFC 1071) over the concatenation of `parts`. */
+function checksum(...parts: Uint8Array[]): number {
+  let sum = 0;
+  let odd = -1;
+  for (const p of parts) {
+    for (const b of p) {
+      if (odd < 0) odd = b;
+      else {
+        sum += (odd << 8) | b;
+        odd = -1;
+      }
+    }
+  }
+  if (odd >= 0) sum += odd << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+export function rtpHeader(o: RtpOptions): Uint8Array {
+  const csrcs = o.csrcs ?? [];
+  if (csrcs.length > 15) throw new Error('RTP: at most 15 CSRCs');
+  const cc = o.ccOverride ?? csrcs.length;
+  const w = new Writer()
+    .u8(((o.version ?? 2) << 6) | (o.padding ? 0x20 : 0) | (o.extension ? 0x10 : 0) | (cc & 0x0f))
+    .u8((o.marker ? 0x80 : 0) | (o.payloadType & 0x7f))
+    .u16(o.seq ?? 1)
+    .u32(o.timestamp ?? 160)
+    .u32(o.ssrc ?? 0x11223344);
+  for (const c of csrcs) w.u32(c);
+  if (o.extension) {
+    w.u16(o.extension.profile ?? 0xbede).u16(o.extension.words.length);
+    for (const x of o.extension.words) w.u32(x);
+  }
+  return w.done();
+}
+
+function rtpPadding(o: RtpOptions): Uint8Array {
+  if (!o.padding) return new Uint8Array(0);
+  const pad = new Uint8Array(o.padding);
+  pad[pad.length - 1] = o.paddingCountOverride ?? o.padding;
+  return pad;
+}
+
+function ethernet(o: UdpPacketOptions, ethertype: number): Uint8Array {
+  const w = new Writer().bytes(o.dstMac ?? DEFAULT_DST_MAC).bytes(o.srcMac ?? DEFAULT_SRC_MAC);
+  for (const tag of o.vlans ?? []) {
+    w.u16(tag.tpid ?? 0x8100).u16(((tag.pcp ?? 0) << 13) | (tag.vid & 0x0fff));
+  }
+  return w.u16(ethertype).done();
+}
+
+function ipv4Header(o: UdpPacketOptions, l4Length: number): Uint8Array {
+  const opts = o.ipv4Options ?? new Uint8Array(0);
+  const optLen = Math.ceil(opts.length / 4) * 4;
+  const hlen = 20 + optLen;
+  const frag = ((o.moreFragments ? 1 : 0) << 13) | ((o.fragmentOffset ?? 0) & 0x1fff);
+  const w = new Writer()
+    .u8(0x40 | ((o.ipv4Ihl ?? hlen / 4) & 0x0f))
+    .u8(0)
+    .u16(o.ipTotalLength ?? hlen + l4Length)
+    .u16(0x1234)
+    .u16(frag)
+    .u8(o.ttl ?? 64)
+    .u8(IPPROTO_UDP)
+    .u16(0)
+    .bytes(ipv4Bytes(o.src ?? '10.0.0.1'))
+    .bytes(ipv4Bytes(o.dst ?? '10.0.0.2'))
+    .bytes(opts)
+    .zeros(optLen - opts.length);
+  const h = w.done();
+  const sum = checksum(h);
+  h[10] = sum >>> 8;
+  h[11] = sum & 0xff;
+  return h;
+}
+
+function ipv6ExtChain(exts: readonly Ipv6ExtHeader[]): { bytes: Uint8Array; first: number } {
+  const w = new Writer();
+  exts.forEach((e, i) => {
+    const next = i + 1 < exts.length ? EXT_PROTO[exts[i + 1].type] : IPPROTO_UDP;
+    if (e.type === 'fragment') {
+      const off = ((e.fragmentOffset ?? 0) << 3) | (e.moreFragments ? 1 : 0);
+      w.u8(next).u8(0).u16(off).u32(0xa17a17);
+      return;
+    }
+    const len = e.length ?? 8;
+    if (len < 8 || len % 8 !== 0) throw new Error(`IPv6 ${e.type} header: length ${len}`);
+    w.u8(next).u8(len / 8 - 1);
+    if (e.type === 'routing') {
+      // Type 0 with no segments left: walked over, never acted on.
+      w.u8(0)
+        .u8(0)
+        .zeros(len - 4);
+    } else {
+      // One PadN option filling the rest of the header.
+      w.u8(1)
+        .u8(len - 4)
+        .zeros(len - 4);
+    }
+  });
+  return { bytes: w.done(), first: exts.length ? EXT_PROTO[exts[0].type] : IPPROTO_UDP };
+}
+
+export function buildUdpPacketLayout(o: UdpPacketOptions): BuiltPacket {
+  const family = o.family ?? 4;
+  const rtp = o.rtp ? rtpHeader(o.rtp) : new Uint8Array(0);
+  const payload = o.payload ?? new Uint8Array(0);
+  const padding = o.rtp ? rtpPadding(o.rtp) : new Uint8Array(0);
+  const udpPayload = new Writer().bytes(rtp).bytes(payload).bytes(padding).done();
+  const udpLen = 8 + udpPayload.length;
+  const src = family === 4 ? ipv4Bytes(o.src ?? '10.0.0.1') : ipv6Bytes(o.src ?? 'fd00::1');
+  const dst = family === 4 ? ipv4Bytes(o.dst ?? '10.0.0.2') : ipv6Bytes(o.dst ?? 'fd00::2');
+
+  const udp = new Writer()
+    .u16(o.sport ?? 40000)
+    .u16(o.dport ?? 5004)
+    .u16(o.udpLength ?? udpLen)
+    .u16(0)
+    .bytes(udpPayload)
+    .done();
+  let l3: Uint8Array;
+  if (family === 4) {
+    l3 = ipv4Header(o, udp.length);
+  } else {
+    const chain = ipv6ExtChain(o.ipv6Ext ?? []);
+    const fixed = new Writer()
+      .u32(0x60000000)
+      .u16(o.ipTotalLength ?? chain.bytes.length + udp.length)
+      .u8(chain.first)
+      .u8(o.ttl ?? 64)
+      .bytes(src)
+      .bytes(dst)
+      .done();
+    l3 = new Writer().bytes(fixed).bytes(chain.bytes).done();
+  }
+  // UDP checksum over the pseudo-header (mandatory for IPv6, computed for both).
+  const pseudo =
+    family === 4
+      ? new Writer().bytes(src).bytes(dst).u8(0).u8(IPPROTO_UDP).u16(udp.length).done()
+      : new Writer().bytes(src).bytes(dst).u32(udp.length).zeros(3).u8(IPPROTO_UDP).done();
+  const sum = checksum(pseudo, udp) || 0xffff;
+  udp[6] = sum >>> 8;
+  udp[7] = sum & 0xff;
+
+  const eth = ethernet(o, family === 4 ? ETH_P_IP : ETH_P_IPV6);
+  const bytes = new Writer().bytes(eth).bytes(l3).bytes(udp).done();
+  const l3Offset = eth.length;
+  const l4Offset = l3Offset + l3.length;
+  const udpPayloadOffset = l4Offset + 8;
+  return {
+    bytes,
+    l3Offset,
+    l4Offset,
+    udpPayloadOffset,
+    audioOffset: udpPayloadOffset + rtp.length,
+    audioLength: payload.length,
+  };
+}
+
+export function buildUdpPacket(o: UdpPacketOptions): Uint8Array {
+  return buildUdpPacketLayout(o).bytes;
+}
+
+/** Deterministic non-silent test audio: a byte pattern with many distinct values. */
+export function audioBytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = (seed * 0x9e3779b1) >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
