@@ -39,6 +39,7 @@ export interface AgentOptions {
 export class Agent {
   private classifier: Classifier | null = null;
   private correlator: Correlator | null = null;
+  private recorder: HopRecorder | null = null;
   private watcher: InterfaceWatcher | null = null;
   private pipeline: MeterPipeline | null = null;
   private sampleLog: SampleLogger | null = null;
@@ -86,6 +87,7 @@ export class Agent {
             sampleLog.log(tsNs, sigHi, sigLo, source, dest, seconds)
         : undefined,
     });
+    this.recorder = recorder;
     const correlator = new Correlator(recorder, {
       timeoutMs: config.flowTimeoutMs,
       maxPending: config.maxPendingSignatures,
@@ -100,7 +102,10 @@ export class Agent {
     this.watcher = this.createWatcher(this.classifier);
     await this.watcher.scanNow();
     this.watcher.start();
-    this.expireTimer = setInterval(() => correlator.expire(monotonicNowNs()), EXPIRE_INTERVAL_MS);
+    this.expireTimer = setInterval(() => {
+      correlator.expire(monotonicNowNs());
+      recorder.flush();
+    }, EXPIRE_INTERVAL_MS);
     this.expireTimer.unref();
     this.ready = true;
     log.info('agent started', { interfaces: config.interfaces });
@@ -173,6 +178,9 @@ export class Agent {
 
   /** One consistent reading of every stage's counters, taken once per metrics collection. */
   private snapshot(): SelfStatsSnapshot {
+    // Observable callbacks run before synchronous instruments are read: pending signature
+    // counts reach the counter in the same collection.
+    this.recorder?.flush();
     const c = this.classifier;
     const cs = this.correlator?.stats ?? { pending: 0, evictions: 0, expired: 0 };
     if (!c) return emptySnapshot(cs.pending, cs.evictions, cs.expired);
