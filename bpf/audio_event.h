@@ -80,6 +80,38 @@ struct aev_config {
 };
 
 /*
+ * Per-flow state of RTP recognition: the classifier's LRU hash map
+ * "rtp_flows", MAX_FLOWS entries (set by the loader). A payload is RTP
+ * only when its flow says so (docs/signatures.md, "What counts as RTP").
+ * Keyed by the flow alone, not by where it was seen: every interface
+ * that sees one packet must reach the same verdict on it.
+ */
+struct aev_flow_key {
+	__u8 saddr[16];	/* as in struct audio_event */
+	__u8 daddr[16];
+	__u16 sport;	/* host byte order */
+	__u16 dport;
+	__u8 family;
+	__u8 protocol;
+	__u16 _pad;	/* zero: hashed with the rest */
+};
+
+enum aev_rtp_state {
+	AEV_RTP_NONE = 0, /* the flow's first payload did not look like RTP */
+	AEV_RTP_RAW = 1,  /* its last RTP-looking payload was taken as raw */
+	AEV_RTP_YES = 2,  /* ... was taken as RTP */
+};
+
+struct aev_rtp_flow {
+	__u32 ssrc;  /* SSRC of the flow's last RTP-looking payload (RTCP: the
+		      * sender's, bytes 4..7), as on the wire */
+	__u32 id[2]; /* the rest of that payload's first 12 bytes: a second
+		      * observation of the same packet has the same ones */
+	__u8 state;  /* enum aev_rtp_state: the verdict given to it */
+	__u8 _pad[3];
+};
+
+/*
  * One signature, as the addon hands it to JavaScript: packed records in
  * one buffer per batch. Not a kernel structure, but it carries the same
  * flow fields, so it lives beside the event it is derived from.

@@ -131,24 +131,32 @@ static __always_inline int is_audio_port(__u16 sport, __u16 dport)
 	return word && (*word & (1ULL << (dport & 63)));
 }
 
-static __always_inline int load_addrs(struct __sk_buff *skb, const struct parse_state *st,
-				      struct audio_event *ev)
+/* The flow of a UDP packet on an audio port: keys the RTP state, and the
+ * event takes its addresses from here. */
+static __always_inline int load_flow(struct __sk_buff *skb, const struct parse_state *st,
+				     struct aev_flow_key *key)
 {
 	__u32 v4[2];
 
+	/* Here, not at the declaration: the port-miss path pays nothing. */
+	__builtin_memset(key, 0, sizeof(*key));
+	key->sport = st->sport;
+	key->dport = st->dport;
+	key->family = st->family;
+	key->protocol = IPPROTO_UDP;
 	if (st->family == 6)
 		/* saddr and daddr are adjacent in both headers. */
-		return read_bytes(skb, st->l3_off + offsetof(struct ipv6hdr, saddr), ev->saddr, 32);
+		return read_bytes(skb, st->l3_off + offsetof(struct ipv6hdr, saddr), key->saddr, 32);
 	if (read_bytes(skb, st->l3_off + offsetof(struct iphdr, saddr), v4, sizeof(v4)))
 		return -1;
-	__builtin_memset(ev->saddr, 0, 32);
-	__builtin_memcpy(ev->saddr, &v4[0], 4);
-	__builtin_memcpy(ev->daddr, &v4[1], 4);
+	__builtin_memcpy(key->saddr, &v4[0], 4);
+	__builtin_memcpy(key->daddr, &v4[1], 4);
 	return 0;
 }
 
 /* Copies the span into the per-CPU event and submits it. */
 static __always_inline void emit_event(struct __sk_buff *skb, const struct parse_state *st,
+				       const struct aev_flow_key *flow,
 				       const struct audio_span *span, __u8 dir,
 				       struct aev_stats *s)
 {
@@ -172,10 +180,12 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct parse
 	 * the very register that sizes the copies (clang may otherwise test a
 	 * different copy of the value). */
 	barrier_var(cap);
-	if (cap < 1 || cap > AEV_MAX_CAPTURE || load_addrs(skb, st, ev)) {
+	if (cap < 1 || cap > AEV_MAX_CAPTURE) {
 		s->count[AEV_STAT_MALFORMED]++;
 		return;
 	}
+	/* saddr and daddr are adjacent in both structs. */
+	__builtin_memcpy(ev->saddr, flow->saddr, 32);
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->ifindex = skb->ifindex;
 	ev->direction = dir;
@@ -206,6 +216,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct parse
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct parse_state st = {};
+	struct aev_flow_key flow;
 	struct audio_span span;
 	struct aev_stats *s;
 	__u32 key = 0;
@@ -240,11 +251,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_UNSPEC;
 	}
 
+	if (load_flow(skb, &st, &flow)) {
+		s->count[AEV_STAT_MALFORMED]++;
+		return TC_ACT_UNSPEC;
+	}
 	status = audio_span(skb, st.l4_off + sizeof(struct udphdr),
 			    st.l3_end - st.l4_off - sizeof(struct udphdr),
-			    !(st.flags & PS_F_FIRST_FRAG), &span);
+			    !(st.flags & PS_F_FIRST_FRAG), &flow, &span);
 	if (status == SPAN_AUDIO)
-		emit_event(skb, &st, &span, dir, s);
+		emit_event(skb, &st, &flow, &span, dir, s);
 	else if (status == SPAN_NOT_AUDIO)
 		s->count[AEV_STAT_NOT_AUDIO]++;
 	else

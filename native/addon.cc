@@ -141,6 +141,7 @@ public:
 		ec.window_size = u32_prop(o, "windowSize");
 		ec.silence_threshold = u32_prop(o, "silenceThreshold");
 		ec.max_streams = u32_prop(o, "maxFlows");
+		lo.max_flows = ec.max_streams; /* the kernel's RTP state: one entry per flow */
 		ec.stream_timeout_ns = static_cast<uint64_t>(u32_prop(o, "flowTimeoutMs")) * 1000000ULL;
 		Napi::Function on_sigs = fn_prop(o, "onSignatures", false);
 		Napi::Function on_raw = fn_prop(o, "onRawEvents", true);
@@ -347,6 +348,7 @@ private:
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports)
 {
+	alt::install_libbpf_print();
 	exports.Set("Classifier", alt::ClassifierWrap::Define(env));
 	exports.Set("tcHandle", alt::kTcHandle);
 	exports.Set("tcPriority", alt::kTcPriority);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 namespace alt {
 
@@ -19,12 +20,17 @@ constexpr size_t kMaxCapture = 1 << 20;
 thread_local LibbpfLog *active_capture = nullptr;
 std::once_flag print_installed;
 
+/*
+ * Never stderr: the agent logs JSON on stdout, and libbpf warns about
+ * things we expect (probing a hook without clsact: "Parent Qdisc doesn't
+ * exists"; an existing qdisc). Inside a LibbpfLog the text is kept and
+ * reaches the user only if that operation fails, as the error's detail;
+ * outside one nothing fails on it, so there is nothing to say.
+ */
 int print_fn(enum libbpf_print_level level, const char *fmt, va_list args)
 {
-	if (level == LIBBPF_DEBUG)
+	if (level == LIBBPF_DEBUG || !active_capture)
 		return 0;
-	if (!active_capture)
-		return level == LIBBPF_WARN ? vfprintf(stderr, fmt, args) : 0;
 
 	/* One message can be a whole verifier log: size it first. */
 	va_list copy;
@@ -52,9 +58,14 @@ void throw_sys(const std::string &op, int err, std::string detail)
 	throw SysError(op, err, std::move(detail));
 }
 
-LibbpfLog::LibbpfLog() : prev_(active_capture)
+void install_libbpf_print()
 {
 	std::call_once(print_installed, [] { libbpf_set_print(print_fn); });
+}
+
+LibbpfLog::LibbpfLog() : prev_(active_capture)
+{
+	install_libbpf_print();
 	active_capture = this;
 }
 

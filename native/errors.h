@@ -29,10 +29,14 @@ private:
 [[noreturn]] void throw_sys(const std::string &op, int err, std::string detail = {});
 
 /*
- * libbpf prints through one process-wide callback. While a LibbpfLog is
- * alive on the calling thread, warnings and info are captured for the
- * error text instead of going to stderr; otherwise warnings go to stderr.
+ * libbpf prints through one process-wide callback, installed by
+ * install_libbpf_print() (idempotent; called at module load, before
+ * libbpf's default could print to stderr). While a LibbpfLog is alive on
+ * the calling thread, warnings and info are captured for the error text;
+ * otherwise they are dropped. Nothing goes to stderr.
  */
+void install_libbpf_print();
+
 class LibbpfLog {
 public:
 	LibbpfLog();

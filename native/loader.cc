@@ -80,6 +80,22 @@ void set_rodata_u64(struct bpf_object *obj, const char *var, uint64_t value)
 	throw_sys(std::string("find variable ") + var, ENOENT);
 }
 
+void set_max_entries(struct bpf_object *obj, const char *name, uint32_t entries)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+	int err;
+
+	if (!map)
+		throw_sys(std::string("find map ") + name, ENOENT);
+	if (!entries)
+		throw_sys(std::string("size map ") + name + " to 0 entries", EINVAL);
+	err = bpf_map__set_max_entries(map, entries);
+	if (err)
+		throw_sys(std::string("size map ") + name + " to " + std::to_string(entries) +
+				  " entries",
+			  err);
+}
+
 int map_fd(struct bpf_object *obj, const char *name)
 {
 	int fd = bpf_object__find_map_fd_by_name(obj, name);
@@ -112,6 +128,7 @@ BpfClassifier::BpfClassifier(const LoadOptions &opts)
 		if (err)
 			throw_sys("set ring buffer size", err);
 		set_rodata_u64(obj_, "wakeup_bytes", ring_bytes_ / 4);
+		set_max_entries(obj_, "rtp_flows", opts.max_flows);
 		err = bpf_object__load(obj_);
 		if (err)
 			throw_sys("load " + opts.object_path, err, log.text());

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The classifier's BPF object: open, size the ring buffer, load (verify),
- * fill the config and ports maps. Also what is read from the loaded
+ * The classifier's BPF object: open, size the ring buffer and the RTP
+ * state map, load (verify), fill the config and ports maps. Also what is read from the loaded
  * programs: statistics, BPF_PROG_TEST_RUN.
  */
 #ifndef ALT_LOADER_H
@@ -30,6 +30,7 @@ struct LoadOptions {
 	uint32_t ring_pages;	    // rounded up to a power-of-two byte size
 	bool all_ports;
 	const uint64_t *port_words; // PORT_MAP_WORDS words
+	uint32_t max_flows;	    // MAX_FLOWS: entries of the RTP state map, at least 1
 	bool run_stats;		    // hold BPF_ENABLE_STATS (costs every BPF program two clock reads)
 };
 

@@ -57,6 +57,27 @@ export const KernelStat = {
 } as const;
 export const KERNEL_STAT_COUNT = 10;
 
+/**
+ * The kernel's per-flow RTP state (map "rtp_flows", docs/signatures.md "What counts as RTP"):
+ * struct aev_flow_key and struct aev_rtp_flow. Only the kernel reads and writes them; the layouts
+ * are here so a tool (or a test) can read the map.
+ */
+export const FlowKeyLayout = {
+  saddr: 0,
+  daddr: 16,
+  sport: 32,
+  dport: 34,
+  family: 36,
+  protocol: 37,
+  size: 40,
+} as const;
+
+export const RtpFlowLayout = { ssrc: 0, id: 4, state: 12, size: 16 } as const;
+
+/** enum aev_rtp_state: the verdict given to the flow's last RTP-looking payload. */
+export const RtpFlowState = { None: 0, Raw: 1, Rtp: 2 } as const;
+export type RtpFlowState = (typeof RtpFlowState)[keyof typeof RtpFlowState];
+
 /** Byte offsets in struct sig_record (addon -> JavaScript batches). */
 export const SigRecordLayout = {
   tsNs: 0,

@@ -465,9 +465,9 @@ const SPECS = {
   maxFlows: spec<number>({
     env: 'MAX_FLOWS',
     default: '10000',
-    expected: intExpected(1, 10_000_000),
-    doc: 'Upper bound on audio streams (flow x observation point) with signature state; the least recently used is evicted beyond it (counted).',
-    parse: intParser(1, 10_000_000),
+    expected: intExpected(1, 1_000_000),
+    doc: 'Upper bound on audio streams (flow x observation point) with signature state, and size of the kernel per-flow RTP map (about 100 bytes per entry, preallocated); the least recently used is evicted beyond it (counted).',
+    parse: intParser(1, 1_000_000),
   }),
   flowTimeoutMs: spec<number>({
     env: 'FLOW_TIMEOUT_MS',

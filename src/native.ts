@@ -27,6 +27,7 @@ export interface ClassifierOptions {
   algorithm: SignatureAlgorithm;
   windowSize: number;
   silenceThreshold: number;
+  /** MAX_FLOWS: streams of the signature engine, and flows in the kernel's RTP state map. */
   maxFlows: number;
   flowTimeoutMs: number;
   /** One call per batch: `count` packed sig_record; the view is valid only during the call. */
@@ -293,6 +294,7 @@ function nativeOptions(opts: ClassifierOptions): NativeClassifierOptions {
     onSignatures: opts.onSignatures,
   };
   if (out.ringPages === 0) throw new RangeError('ringBufferPages: expected at least 1');
+  if (out.maxFlows === 0) throw new RangeError('maxFlows: expected at least 1');
   if (opts.onRawEvents) out.onRawEvents = opts.onRawEvents;
   return out;
 }

@@ -17,9 +17,12 @@ import {
   Direction,
   Encoding,
   EventFlag,
+  FlowKeyLayout,
   KERNEL_STAT_COUNT,
   KernelStat,
   PORT_MAP_WORDS,
+  RtpFlowLayout,
+  RtpFlowState,
   SIG_RECORD_SIZE,
   SigRecordLayout,
 } from '../src/abi.js';
@@ -64,6 +67,21 @@ const SIG_RECORD_FIELDS: readonly Field[] = [
   ['encoding', 'encoding', 1],
 ];
 
+const FLOW_KEY_FIELDS: readonly Field[] = [
+  ['saddr', 'saddr', 16],
+  ['daddr', 'daddr', 16],
+  ['sport', 'sport', 2],
+  ['dport', 'dport', 2],
+  ['family', 'family', 1],
+  ['protocol', 'protocol', 1],
+];
+
+const RTP_FLOW_FIELDS: readonly Field[] = [
+  ['ssrc', 'ssrc', 4],
+  ['id', 'id', 8],
+  ['state', 'state', 1],
+];
+
 /** C enumerator, TypeScript value it must equal. */
 const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_DIR_INGRESS', Direction.Ingress],
@@ -87,6 +105,9 @@ const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_STAT_FRAGMENTS', KernelStat.Fragments],
   ['AEV_STAT_NOT_AUDIO', KernelStat.NotAudio],
   ['AEV_STAT_MAX', KERNEL_STAT_COUNT],
+  ['AEV_RTP_NONE', RtpFlowState.None],
+  ['AEV_RTP_RAW', RtpFlowState.Raw],
+  ['AEV_RTP_YES', RtpFlowState.Rtp],
   ['AEV_MAX_CAPTURE', AEV_MAX_CAPTURE],
   ['AEV_HEADER_SIZE', AEV_HEADER_SIZE],
   ['PORT_MAP_WORDS', PORT_MAP_WORDS],
@@ -101,6 +122,8 @@ interface CAbi {
   audio_event: CLayout;
   sig_record: CLayout;
   aev_config: CLayout;
+  aev_flow_key: CLayout;
+  aev_rtp_flow: CLayout;
   values: Record<string, number>;
 }
 
@@ -133,6 +156,8 @@ function cProgram(): string {
     cLayout('audio_event', [...AUDIO_EVENT_FIELDS.map(([c]) => c), '_pad']),
     cLayout('sig_record', [...SIG_RECORD_FIELDS.map(([c]) => c), '_pad']),
     cLayout('aev_config', ['all_ports', '_pad']),
+    cLayout('aev_flow_key', [...FLOW_KEY_FIELDS.map(([c]) => c), '_pad']),
+    cLayout('aev_rtp_flow', [...RTP_FLOW_FIELDS.map(([c]) => c), '_pad']),
     '  printf("\\"values\\":{");',
     ...values,
     '  printf("}}\\n");',
@@ -195,6 +220,21 @@ test('struct aev_config is the 8-byte layout the addon writes', () => {
   // Written only by native/loader.cc (no TypeScript mirror): pin its layout here.
   assert.equal(abi.aev_config.size, 8);
   assert.deepEqual(abi.aev_config.fields.all_ports, { offset: 0, size: 4 });
+});
+
+test('struct aev_flow_key and struct aev_rtp_flow match their layouts, with no hidden padding', () => {
+  // A hash map key is hashed byte for byte: padding the compiler added would be hashed uninitialised.
+  for (const [c, fields, layout] of [
+    [abi.aev_flow_key, FLOW_KEY_FIELDS, FlowKeyLayout],
+    [abi.aev_rtp_flow, RTP_FLOW_FIELDS, RtpFlowLayout],
+  ] as const) {
+    checkFields(c, fields, layout);
+    assert.equal(c.size, layout.size);
+    const pad = c.fields._pad;
+    assert.equal(pad.offset + pad.size, layout.size, 'explicit padding ends the struct');
+    const covered = Object.values(c.fields).reduce((n, f) => n + f.size, 0);
+    assert.equal(covered, layout.size, 'fields and explicit padding cover every byte');
+  }
 });
 
 test('enum values and constants match abi.ts', () => {

@@ -5,6 +5,7 @@
  * and the counter deltas.
  */
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { after, test, type TestContext } from 'node:test';
 import {
   AEV_MAX_CAPTURE,
@@ -28,14 +29,19 @@ import {
   audioBytes,
   buildUdpPacket,
   buildUdpPacketLayout,
+  rtcpPayload,
+  RtpFlowRule,
   type BuiltPacket,
+  type PayloadVerdict,
   type UdpPacketOptions,
 } from './support/packets.js';
+import { chunk, encodeRawLe16, noise, speechLike } from './support/audio-fixtures.js';
 import { requireRoot } from './support/root.js';
 
 const TC_ACT_UNSPEC = -1;
 const AUDIO_PORT = 5004;
 const OTHER_PORT = 6000;
+const DEFAULT_SSRC = 0x11223344; // rtpHeader()'s
 
 interface AudioEvent {
   ifindex: number;
@@ -252,6 +258,7 @@ test('single 802.1Q and double 802.1ad+802.1Q tags', async (t) => {
     {
       family: 6,
       vlans: [{ tpid: 0x88a8, vid: 10 }, { vid: 20 }],
+      sport: 40101, // its own flow: raw PCM first would make the default flow's next RTP raw
       payload: rawAudio(200),
     },
     { encoding: Encoding.RawLe16, flags: EventFlag.Vlan },
@@ -379,10 +386,9 @@ test('RTCP, comfort noise and empty payloads are not audio', async (t) => {
   const notAudio: UdpPacketOptions[] = [
     { rtp: { payloadType: 13 }, payload: audioBytes(10) }, // CN
     { rtp: { payloadType: 19 }, payload: audioBytes(10) }, // old CN
-    ...[200, 201, 202, 203, 204].map((rtcp) => ({
-      // RTCP packet types read as marker bit + PT 72..76
-      rtp: { payloadType: rtcp & 0x7f, marker: true },
-      payload: audioBytes(20),
+    // RTCP (rtcp-mux) from the same sender: its packet types read as marker bit + PT 72..76.
+    ...[200, 201, 202, 203, 204].map((packetType) => ({
+      payload: rtcpPayload({ packetType, ssrc: DEFAULT_SSRC, words: [1, 2, 3, 4, 5] }),
     })),
     { rtp: { payloadType: 0 } }, // header only
     { rtp: { payloadType: 0, padding: 4 } }, // padding only
@@ -455,6 +461,10 @@ test('inconsistent lengths are malformed', async (t) => {
   const h = harness(t);
   if (!h) return;
   const payload = audioBytes(64);
+  // The flow is RTP already (SSRC seen): its header checks decide. On a flow's very first packet
+  // an inconsistent header is not RTP at all (see the RTP recognition tests below).
+  const prime = await h.run(buildUdpPacket({ rtp: { payloadType: 0 }, payload }));
+  assert.equal(prime.events[0]?.flags, EventFlag.Rtp);
   const udpLen = 8 + 12 + payload.length;
   const malformed: [string, UdpPacketOptions][] = [
     ['IHL < 5', { ipv4Ihl: 4, payload }],
@@ -543,7 +553,7 @@ test('fragments: non-first passed and counted, first fragment carries its bytes'
 test('payloads longer than AEV_MAX_CAPTURE are truncated and flagged', async (t) => {
   const h = harness(t);
   if (!h) return;
-  const built = buildUdpPacketLayout({ payload: rawAudio(3000) });
+  const built = buildUdpPacketLayout({ sport: 40102, payload: rawAudio(3000) });
   const r = await h.run(built.bytes);
   assert.deepEqual(counters(r.delta), { ...AUDIO_COUNTERS, Truncated: 1 });
   const [ev] = r.events;
@@ -613,4 +623,230 @@ test('a full ring buffer loses events, counted: EVENTS + LOST == AUDIO', async (
   assert.ok((c.Lost ?? 0) > 0, `expected losses with a 4 KiB ring, got ${JSON.stringify(c)}`);
   assert.equal((c.Events ?? 0) + (c.Lost ?? 0), c.Audio);
   assert.equal(r.events.length, c.Events, 'every submitted event was consumed');
+});
+
+// RTP recognition is per flow (docs/signatures.md, "What counts as RTP"): the SSRC decides, not the
+// first byte alone. Each test below uses flows of its own: the state outlives a test.
+
+/** One second of speech over noise as raw LE16, 50 packets of 20 ms, each starting 0b10xxxxxx. */
+function rtpLookingPcm(seed: number): Uint8Array[] {
+  const speech = speechLike({ seconds: 1, seed }).samples;
+  const hiss = noise(1, 400, seed);
+  const mixed = Int16Array.from(speech, (v, i) => Math.max(-32768, Math.min(32767, v + hiss[i])));
+  return chunk(encodeRawLe16(mixed), 320).map((p) => {
+    const out = Uint8Array.from(p);
+    out[0] = 0x80 | (out[0] & 0x3f); // version 2, any P/X/CC
+    return out;
+  });
+}
+
+/** PCMU over RTP, 20 ms packets, SSRC per packet. */
+function rtpFlow(sport: number, count: number, ssrcOf: (i: number) => number): BuiltPacket[] {
+  return Array.from({ length: count }, (_, i) =>
+    buildUdpPacketLayout({
+      sport,
+      rtp: { payloadType: 0, seq: i, timestamp: i * 160, ssrc: ssrcOf(i) },
+      payload: audioBytes(160, 200 + i),
+    }),
+  );
+}
+
+/** Each packet through `prog`, one at a time, in order. */
+async function classifyAll(
+  h: Harness,
+  built: readonly BuiltPacket[],
+  prog: TestProgram = 'ingress',
+): Promise<RunResult[]> {
+  const out: RunResult[] = [];
+  for (const b of built) {
+    const r = await h.run(b.bytes, prog);
+    assert.equal(r.retval, TC_ACT_UNSPEC);
+    out.push(r);
+  }
+  return out;
+}
+
+function udpPayload(b: BuiltPacket): Uint8Array {
+  return b.bytes.subarray(b.udpPayloadOffset);
+}
+
+/** The event (or its absence) is what `v` says: kind, encoding, flags, span and bytes. */
+function assertVerdict(r: RunResult, b: BuiltPacket, v: PayloadVerdict, what: string): void {
+  if (v.kind === 'not-audio' || v.kind === 'malformed') {
+    assert.equal(r.events.length, 0, what);
+    assert.equal(counters(r.delta)[v.kind === 'malformed' ? 'Malformed' : 'NotAudio'], 1, what);
+    return;
+  }
+  assert.equal(r.events.length, 1, what);
+  const ev = r.events[0];
+  assert.equal(ev.encoding, v.encoding, `${what}: encoding`);
+  assert.equal(ev.flags, v.kind === 'rtp' ? EventFlag.Rtp : 0, `${what}: flags`);
+  assert.equal(ev.payloadOff, b.udpPayloadOffset + v.audioOffset, `${what}: offset`);
+  assert.equal(ev.payloadLen, v.audioLength, `${what}: length`);
+  assert.deepEqual(ev.data, b.bytes.slice(ev.payloadOff, ev.payloadOff + v.audioLength), what);
+}
+
+function assertRaw(r: RunResult, b: BuiltPacket, what: string): void {
+  const payload = udpPayload(b);
+  assertVerdict(
+    r,
+    b,
+    { kind: 'raw', encoding: Encoding.RawLe16, audioOffset: 0, audioLength: payload.length },
+    what,
+  );
+}
+
+function assertRtp(r: RunResult, b: BuiltPacket, encoding: number, what: string): void {
+  const v: PayloadVerdict = {
+    kind: 'rtp',
+    encoding,
+    audioOffset: b.audioOffset - b.udpPayloadOffset,
+    audioLength: b.audioLength,
+  };
+  assertVerdict(r, b, v, what);
+}
+
+test("raw PCM starting like RTP version 2 is raw, all of it, after the flow's first packet", async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const built = rtpLookingPcm(11).map((payload) => buildUdpPacketLayout({ sport: 42001, payload }));
+  assert.equal(built.length, 50);
+  const runs = await classifyAll(h, built);
+  // The first packet meets a flow with no state: a consistent header is taken at its word.
+  const first = new RtpFlowRule().classify(udpPayload(built[0]));
+  assertVerdict(runs[0], built[0], first, 'packet 0');
+  for (let i = 1; i < built.length; i++) assertRaw(runs[i], built[i], `packet ${i}`);
+});
+
+test('RTP with one SSRC is RTP from its first packet; its comfort noise and RTCP are not audio', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const SSRC = 0x5eed0001;
+  const built = rtpFlow(42002, 30, () => SSRC);
+  // Interleaved by the same sender: comfort noise (PT 13) and an RTCP sender report (rtcp-mux).
+  built.splice(
+    10,
+    0,
+    buildUdpPacketLayout({
+      sport: 42002,
+      rtp: { payloadType: 13, seq: 1000, ssrc: SSRC },
+      payload: Uint8Array.of(40),
+    }),
+  );
+  built.splice(
+    20,
+    0,
+    buildUdpPacketLayout({
+      sport: 42002,
+      payload: rtcpPayload({ packetType: 200, ssrc: SSRC, words: [1, 2, 3, 4, 5] }),
+    }),
+  );
+  const runs = await classifyAll(h, built);
+  runs.forEach((r, i) => {
+    if (i === 10 || i === 20) {
+      assert.equal(r.events.length, 0, `packet ${i}`);
+      assert.deepEqual(counters(r.delta), { Packets: 1, Udp: 1, NotAudio: 1 }, `packet ${i}`);
+    } else {
+      assertRtp(r, built[i], Encoding.Pcmu, `packet ${i}`);
+    }
+  });
+});
+
+test('an SSRC change (a relay restarting) costs exactly one packet, taken as raw', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const built = rtpFlow(42003, 40, (i) => (i < 20 ? 0x5eed000a : 0x5eed000b));
+  const runs = await classifyAll(h, built);
+  const rule = new RtpFlowRule();
+  runs.forEach((r, i) => {
+    if (i === 20) assertRaw(r, built[i], 'first packet of the new SSRC');
+    else assertRtp(r, built[i], Encoding.Pcmu, `packet ${i}`);
+    // The tests' mirror of the rule agrees (the parity test relies on it).
+    assertVerdict(r, built[i], rule.classify(udpPayload(built[i])), `mirror, packet ${i}`);
+  });
+});
+
+test('a flow that began with a non-RTP payload needs two packets of one SSRC', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  // A STUN binding request (ICE keep-alive) first: not RTP-shaped (first byte 0x00).
+  const stun = Uint8Array.of(0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, ...audioBytes(12, 5));
+  const built = [
+    buildUdpPacketLayout({ sport: 42006, payload: stun }),
+    ...rtpFlow(42006, 5, () => 0x5eed0006),
+  ];
+  const runs = await classifyAll(h, built);
+  assertRaw(runs[0], built[0], 'STUN');
+  assertRaw(runs[1], built[1], 'first RTP packet');
+  for (let i = 2; i < built.length; i++) assertRtp(runs[i], built[i], Encoding.Pcmu, `packet ${i}`);
+});
+
+test('one packet seen at two observation points gets one verdict', async (t) => {
+  const h = harness(t);
+  if (!h) return;
+  const flows = [
+    rtpLookingPcm(12).map((payload) => buildUdpPacketLayout({ sport: 42004, payload })),
+    rtpFlow(42005, 30, (i) => (i < 10 ? 0x5eed0004 : 0x5eed0005)),
+  ];
+  for (const built of flows) {
+    const rule = new RtpFlowRule();
+    for (const [i, b] of built.entries()) {
+      // Out of one pod's veth (egress), into another's (ingress): one map, one packet, twice.
+      const out = await h.run(b.bytes, 'egress');
+      const into = await h.run(b.bytes, 'ingress');
+      const v = rule.classify(udpPayload(b));
+      assertVerdict(out, b, v, `egress, packet ${i}`);
+      assertVerdict(into, b, v, `ingress, packet ${i}`);
+    }
+  }
+});
+
+test('libbpf writes nothing to stderr; a failing operation still carries its text', (t) => {
+  if (!requireRoot(t)) return;
+  // The agent logs JSON on stdout: a stray stderr line from libbpf (it warns about the hooks we
+  // probe: "Parent Qdisc doesn't exists", an existing qdisc) is noise. A child process, so its
+  // stderr is its own, in a namespace of its own with a veth pair: q0 bare, q1 with clsact.
+  const ns = `altq${process.pid % 100000}`;
+  const inNs = (...args: string[]): void => {
+    execFileSync('ip', ['netns', 'exec', ns, ...args], { stdio: 'ignore' });
+  };
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.after(() => execFileSync('ip', ['netns', 'del', ns]));
+  inNs('ip', 'link', 'add', 'q0', 'type', 'veth', 'peer', 'name', 'q1');
+  inNs('ip', 'link', 'set', 'q0', 'up');
+  inNs('ip', 'link', 'set', 'q1', 'up');
+  inNs('tc', 'qdisc', 'add', 'dev', 'q1', 'clsact');
+  const script = `
+    import { Classifier } from ${JSON.stringify(new URL('../src/native.js', import.meta.url).href)};
+    const opts = {
+      ringBufferPages: 16, audioPorts: 'all', algorithm: 'xxhash', windowSize: 256,
+      silenceThreshold: 10, maxFlows: 64, flowTimeoutMs: 1000, runStats: false,
+      onSignatures: () => {},
+    };
+    const c = Classifier.open(opts);
+    const stale = [c.removeStale('q0'), c.removeStale('q1')];
+    const modes = [c.attach('q0', { mode: 'tc' }).mode, c.attach('q1', { mode: 'tc' }).mode];
+    c.detach('q0');
+    c.detach('q1');
+    stale.push(c.removeStale('q0'), c.removeStale('q1'));
+    let detail = '';
+    try {
+      Classifier.open({ ...opts, bpfObjectPath: '/dev/null' });
+    } catch (e) {
+      detail = e.detail;
+    }
+    c.close();
+    console.log(JSON.stringify({ stale, modes, detail }));
+  `;
+  const child = spawnSync(
+    'ip',
+    ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', script],
+    { encoding: 'utf8' },
+  );
+  assert.equal(child.status, 0, child.stderr);
+  assert.equal(child.stderr, '', 'nothing on stderr');
+  const out = JSON.parse(child.stdout) as { stale: number[]; modes: string[]; detail: string };
+  assert.deepEqual(out.stale, [0, 0, 0, 0]);
+  assert.deepEqual(out.modes, ['tc', 'tc']);
+  assert.match(out.detail, /^libbpf: .*not a proper ELF object/m, 'the failure keeps its text');
 });

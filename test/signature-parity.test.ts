@@ -2,7 +2,8 @@
  * The production signer (C++, in the addon's ring-buffer thread) against the TypeScript
  * reference: crafted packets go through the real kernel classifier (BPF_PROG_TEST_RUN), the
  * ring buffer and the engine, and every signature record must equal what StreamSigner computes
- * over the same payloads: same values, count, order, encodings and completion timestamps.
+ * over the same payloads (as the classifier's per-flow RTP rule reads them): same values, count,
+ * order, encodings and completion timestamps.
  * Needs root and BPF (skips loudly otherwise, fails under CI).
  */
 import assert from 'node:assert/strict';
@@ -22,8 +23,8 @@ import {
   encodeRawLe16,
   speechLike,
 } from './support/audio-fixtures.js';
-import { buildUdpPacket } from './support/packets.js';
-import type { RtpOptions } from './support/packets.js';
+import { buildUdpPacketLayout, RtpFlowRule } from './support/packets.js';
+import type { BuiltPacket, PayloadVerdict, RtpOptions } from './support/packets.js';
 import { rootUnavailable, requireRoot } from './support/root.js';
 
 const DPORT = 5004;
@@ -38,6 +39,14 @@ interface Sequence {
   encoding: Encoding;
   payloads: Uint8Array[];
   rtp: (index: number) => RtpOptions | undefined;
+}
+
+/** What the kernel hands the engine for one packet, by the classifier's RTP rule. */
+interface ExpectedEvent {
+  packet: number;
+  kind: PayloadVerdict['kind'];
+  encoding: Encoding;
+  audio: Uint8Array;
 }
 
 interface SigRecord {
@@ -98,16 +107,71 @@ function decodeRawEvent(ev: Uint8Array): RawEvent {
   };
 }
 
+function packetOf(seq: Sequence, i: number): BuiltPacket {
+  const rtp = seq.rtp(i);
+  return buildUdpPacketLayout({
+    src: SRC,
+    dst: DST,
+    sport: seq.sport,
+    dport: DPORT,
+    payload: seq.payloads[i],
+    ...(rtp ? { rtp } : {}),
+  });
+}
+
 /**
- * The classifier takes a payload whose first byte reads as RTP version 2 (0b10xxxxxx) for RTP:
- * raw PCM packets must not start that way, so cut points move by whole samples until they don't.
+ * The events the kernel must hand over for a flow, decided by the tests' mirror of the per-flow
+ * RTP rule (test/support/packets.ts RtpFlowRule; test/classifier.test.ts checks it against the
+ * kernel). Raw PCM is raw from its second packet on whatever its bytes; the first packet of a flow
+ * may be taken as RTP (stripped) or dropped (an RTP header that reads as comfort noise), and the
+ * reference must see exactly that too.
  */
-function rawPcmPackets(bytes: Uint8Array, sizes: number[]): Uint8Array[] {
+function expectedEvents(seq: Sequence): ExpectedEvent[] {
+  const rule = new RtpFlowRule();
+  const out: ExpectedEvent[] = [];
+  seq.payloads.forEach((_, packet) => {
+    const built = packetOf(seq, packet);
+    const udp = built.bytes.subarray(built.udpPayloadOffset);
+    const v = rule.classify(udp);
+    if (v.kind === 'rtp' || v.kind === 'raw') {
+      const audio = udp.slice(v.audioOffset, v.audioOffset + v.audioLength);
+      out.push({ packet, kind: v.kind, encoding: v.encoding as Encoding, audio });
+    }
+  });
+  return out;
+}
+
+/** Cut a byte stream into packets of the given sizes, cycling through them. */
+function chunkSizes(bytes: Uint8Array, sizes: number[]): Uint8Array[] {
   const out: Uint8Array[] = [];
-  let at = 0;
-  for (let i = 0; at < bytes.length; i++) {
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const size = sizes[i % sizes.length];
+    out.push(bytes.subarray(at, at + size));
+    at += size;
+  }
+  return out;
+}
+
+/** A byte that reads as RTP version 2 when it starts a payload. */
+function looksLikeRtp(b: number): boolean {
+  return b >> 6 === 2;
+}
+
+/**
+ * Raw PCM re-framed so that packets start like RTP as often as the audio allows: each cut moves
+ * forward by whole samples (up to 32 bytes) to a 0b10xxxxxx byte. The flow starts in voiced audio,
+ * at the first sample whose packet a flow with no state would take as RTP: its first packet loses
+ * its "header" to the rule, and the reference must lose it too.
+ */
+function rtpLookingPcmPackets(bytes: Uint8Array, sizes: number[]): Uint8Array[] {
+  let start = bytes.findIndex((b) => b !== 0) & ~1;
+  while (new RtpFlowRule().classify(bytes.subarray(start, start + sizes[0])).kind !== 'rtp')
+    start += 2;
+  const out: Uint8Array[] = [];
+  for (let at = start, i = 0; at < bytes.length; i++) {
     let size = sizes[i % sizes.length];
-    while (at + size < bytes.length && bytes[at + size] >> 6 === 2) size += 2;
+    for (let shift = 0; shift < 32 && at + size < bytes.length; shift += 2, size += 2)
+      if (looksLikeRtp(bytes[at + size])) break;
     out.push(bytes.subarray(at, at + size));
     at += size;
   }
@@ -174,14 +238,21 @@ function sequences(): Sequence[] {
       name: 'raw LE16 320',
       sport: 41004,
       encoding: Encoding.RawLe16,
-      payloads: rawPcmPackets(raw, [320]),
+      payloads: chunk(raw, 320),
       rtp: () => undefined,
     },
     {
       name: 'raw LE16 re-framed',
       sport: 41005,
       encoding: Encoding.RawLe16,
-      payloads: rawPcmPackets(raw, randomSizes(97, 14, 1200, 2)),
+      payloads: chunkSizes(raw, randomSizes(97, 14, 1200, 2)),
+      rtp: () => undefined,
+    },
+    {
+      name: 'raw LE16 re-framed, packets starting like RTP',
+      sport: 41006,
+      encoding: Encoding.RawLe16,
+      payloads: rtpLookingPcmPackets(raw, randomSizes(61, 14, 1200, 2)),
       rtp: () => undefined,
     },
   ];
@@ -214,17 +285,8 @@ async function runThroughAddon(cfg: SignerConfig, seqs: Sequence[]): Promise<Run
   try {
     let sent = 0;
     for (const seq of seqs) {
-      for (const [i, payload] of seq.payloads.entries()) {
-        const rtp = seq.rtp(i);
-        const packet = buildUdpPacket({
-          src: SRC,
-          dst: DST,
-          sport: seq.sport,
-          dport: DPORT,
-          payload,
-          ...(rtp ? { rtp } : {}),
-        });
-        classifier.testRun('ingress', packet);
+      for (let i = 0; i < seq.payloads.length; i++) {
+        classifier.testRun('ingress', packetOf(seq, i).bytes);
         if (++sent % DRAIN_EVERY === 0) await classifier.drain();
       }
     }
@@ -236,19 +298,48 @@ async function runThroughAddon(cfg: SignerConfig, seqs: Sequence[]): Promise<Run
   }
 }
 
-/** The reference over the payloads as crafted, stamped with the kernel's timestamps. */
+/** The reference over the expected events, stamped with the kernel's timestamps. */
 function reference(
   cfg: SignerConfig,
-  seq: Sequence,
+  events: ExpectedEvent[],
   tsNs: number[],
-): { sigs: string[]; signer: StreamSigner } {
+): { sigs: string[]; sigEvents: number[]; signer: StreamSigner } {
   const signer = new StreamSigner(cfg);
   const sigs: string[] = [];
-  seq.payloads.forEach((payload, i) => {
-    for (const s of signer.push(seq.encoding, payload, tsNs[i]))
+  const sigEvents: number[] = []; // index of the event that completed each signature
+  events.forEach((e, i) => {
+    for (const s of signer.push(e.encoding, e.audio, tsNs[i])) {
       sigs.push(`${s.sig.toString(16)} enc=${s.encoding} ts=${s.tsNs}`);
+      sigEvents.push(i);
+    }
   });
-  return { sigs, signer };
+  return { sigs, sigEvents, signer };
+}
+
+/** The signature and encoding, without the timestamp: what two framings of one audio share. */
+function framingFreeOf(sigs: string[]): string[] {
+  return sigs.map((s) => s.split(' ').slice(0, 2).join(' '));
+}
+
+/**
+ * A flow that starts mid-stream, with a first packet the rule took as RTP, still signs what the
+ * whole-stream flow signs once the first packet is out of reach: a signature depends on its W
+ * bytes, the 64 before its anchor, and (the open-window limit) the W before that.
+ */
+function assertSameBeyondFirstPacket(
+  cfg: SignerConfig,
+  events: ExpectedEvent[],
+  ref: ReturnType<typeof reference>,
+  whole: string[],
+): void {
+  assert.equal(events[0].packet, 0);
+  assert.equal(events[0].kind, 'rtp', 'the first packet is one the rule takes as RTP');
+  const reach = events[0].audio.length + 64 + 2 * cfg.windowSize;
+  const startOf: number[] = [];
+  events.reduce((at, e) => (startOf.push(at), at + e.audio.length), 0);
+  const late = framingFreeOf(ref.sigs.filter((_, i) => startOf[ref.sigEvents[i]] >= reach));
+  assert.ok(late.length >= 10, `only ${late.length} signatures beyond the first packet's reach`);
+  assert.deepEqual(late, whole.slice(whole.length - late.length), 'beyond the first packet');
 }
 
 const CONFIGS: SignerConfig[] = [
@@ -261,6 +352,7 @@ const CONFIGS: SignerConfig[] = [
 
 describe('signature parity: addon engine vs TypeScript reference', () => {
   const seqs = sequences();
+  const expected = seqs.map(expectedEvents);
   const results = new Map<SignerConfig, RunResult>();
   const unavailable = rootUnavailable();
 
@@ -280,18 +372,35 @@ describe('signature parity: addon engine vs TypeScript reference', () => {
   for (const cfg of CONFIGS) {
     const label = `${cfg.algorithm} W=${cfg.windowSize} threshold=${cfg.silenceThreshold}`;
 
-    it(`${label}: the kernel hands the engine exactly the crafted payloads`, (t) => {
+    it(`${label}: the kernel hands the engine the crafted payloads, as the RTP rule reads them`, (t) => {
       if (!requireRoot(t)) return;
       const run = resultOf(cfg);
       assert.equal(run.lost, 0, 'ring buffer overflowed');
-      for (const seq of seqs) {
+      for (const [k, seq] of seqs.entries()) {
         const events = run.raw.filter((e) => e.sport === seq.sport);
-        assert.equal(events.length, seq.payloads.length, seq.name);
+        const want = expected[k];
+        assert.equal(events.length, want.length, seq.name);
         events.forEach((e, i) => {
-          assert.equal(e.encoding, seq.encoding, `${seq.name} packet ${i}`);
-          assert.deepEqual(e.audio, Uint8Array.from(seq.payloads[i]), `${seq.name} packet ${i}`);
+          const what = `${seq.name} packet ${want[i].packet}`;
+          assert.equal(e.encoding, want[i].encoding, what);
+          assert.deepEqual(e.audio, want[i].audio, what);
         });
+        if (seq.encoding !== Encoding.RawLe16) continue;
+        // Raw PCM: from its second packet on, every packet is raw, all of its bytes.
+        const later = want.filter((e) => e.packet > 0);
+        assert.equal(later.length, seq.payloads.length - 1, `${seq.name}: a packet went missing`);
+        for (const e of later) {
+          assert.equal(e.kind, 'raw', `${seq.name} packet ${e.packet}`);
+          assert.deepEqual(e.audio, Uint8Array.from(seq.payloads[e.packet]));
+        }
       }
+      // The RTP-looking flow is one: its packets start with 0x80-0xBF wherever the audio is not
+      // silence (about half of them; plain 320-byte cuts: one in eight).
+      const looking = seqs[6].payloads.filter((p) => looksLikeRtp(p[0])).length;
+      assert.ok(
+        5 * looking >= 2 * seqs[6].payloads.length,
+        `${looking} of ${seqs[6].payloads.length} start like RTP`,
+      );
     });
 
     it(`${label}: every record equals the reference, in order`, (t) => {
@@ -299,9 +408,11 @@ describe('signature parity: addon engine vs TypeScript reference', () => {
       const run = resultOf(cfg);
       const total = { windows: 0, windowsSilent: 0, signatures: 0, anchorsDropped: 0, bytes: 0 };
       const framingFree: string[][] = [];
-      for (const seq of seqs) {
+      const refs: ReturnType<typeof reference>[] = [];
+      for (const [k, seq] of seqs.entries()) {
         const ts = run.raw.filter((e) => e.sport === seq.sport).map((e) => e.tsNs);
-        const want = reference(cfg, seq, ts);
+        const want = reference(cfg, expected[k], ts);
+        refs.push(want);
         const got = run.records.filter((r) => r.sport === seq.sport);
         for (const r of got) {
           assert.deepEqual(
@@ -316,11 +427,11 @@ describe('signature parity: addon engine vs TypeScript reference', () => {
           seq.name,
         );
         assert.ok(want.sigs.length >= 10, `${seq.name}: only ${want.sigs.length} signatures`);
-        framingFree.push(want.sigs.map((s) => s.split(' ').slice(0, 2).join(' ')));
+        framingFree.push(framingFreeOf(want.sigs));
         for (const k of Object.keys(total) as Array<keyof typeof total>)
           total[k] += want.signer.stats[k];
       }
-      // The engine's counters agree with the reference's over all six flows.
+      // The engine's counters agree with the reference's over all the flows.
       assert.equal(run.records.length, total.signatures);
       assert.equal(run.engine.signatures, total.signatures);
       assert.equal(run.engine.windows, total.windows);
@@ -332,6 +443,7 @@ describe('signature parity: addon engine vs TypeScript reference', () => {
       assert.deepEqual(framingFree[1], framingFree[0], 'PCMU re-framed');
       assert.deepEqual(framingFree[3], framingFree[2], 'L16 re-framed');
       assert.deepEqual(framingFree[5], framingFree[4], 'raw LE16 re-framed');
+      assertSameBeyondFirstPacket(cfg, expected[6], refs[6], framingFree[4]);
       console.log(
         `parity ${label}: ${total.signatures} signatures, ${total.windowsSilent} silent windows, identical`,
       );

@@ -4,6 +4,8 @@
  *   buildUdpPacket(opts): Uint8Array            the frame, from the Ethernet header
  *   buildUdpPacketLayout(opts): BuiltPacket     the frame plus where each layer and the audio start
  *   rtpHeader(opts): Uint8Array                 an RTP header (12 bytes + CSRCs + extension)
+ *   rtcpPayload(opts): Uint8Array               an RTCP packet, as rtcp-mux puts it on the RTP port
+ *   new RtpFlowRule().classify(udpPayload)      what the classifier makes of each payload of a flow
  *
  * Options cover what the classifier must parse: up to any number of VLAN tags (802.1Q/802.1ad),
  * IPv4 with options and fragment fields, IPv6 with an extension header chain (hop-by-hop, routing,
@@ -12,6 +14,7 @@
  * them to build malformed packets on purpose.
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import { Encoding } from '../../src/abi.js';
 
 export interface VlanTag {
   tpid?: 0x8100 | 0x88a8; // default 0x8100 (802.1Q); 0x88a8 is 802.1ad (QinQ outer tag)
@@ -327,4 +330,114 @@ export function audioBytes(length: number, seed = 1): Uint8Array {
     out[i] = x & 0xff;
   }
   return out;
+}
+
+export interface RtcpOptions {
+  packetType: number; // 200 SR, 201 RR, 202 SDES, 203 BYE, 204 APP
+  ssrc: number; // the sender's SSRC, bytes 4..7
+  words?: number[]; // the rest of the packet, 32-bit words
+  count?: number; // RC/SC field
+}
+
+/** An RTCP packet (RFC 3550 6.4) as a UDP payload: what rtcp-mux (RFC 5761) puts on the RTP port. */
+export function rtcpPayload(o: RtcpOptions): Uint8Array {
+  const words = o.words ?? [];
+  const w = new Writer()
+    .u8((2 << 6) | ((o.count ?? 0) & 0x1f))
+    .u8(o.packetType)
+    .u16(words.length + 1)
+    .u32(o.ssrc);
+  for (const x of words) w.u32(x);
+  return w.done();
+}
+
+/** What the classifier makes of one UDP payload; offsets are within the payload. */
+export interface PayloadVerdict {
+  kind: 'rtp' | 'raw' | 'not-audio' | 'malformed';
+  encoding: number; // enum aev_encoding, for 'rtp' and 'raw'
+  audioOffset: number;
+  audioLength: number;
+}
+
+const RTP_HEADER_LEN = 12;
+
+/** bpf/rtp.bpf.h rtp_encoding(): -1 for comfort noise and RTCP packet types. */
+function rtpEncoding(pt: number): number {
+  if (pt === 0) return Encoding.Pcmu;
+  if (pt === 8) return Encoding.Pcma;
+  if (pt === 10 || pt === 11) return Encoding.L16Be;
+  if (pt === 13 || pt === 19 || (pt >= 72 && pt <= 76)) return -1;
+  return Encoding.Opaque;
+}
+
+/** bpf/rtp.bpf.h rtp_span(): the payload read as RTP, byte for byte the kernel's checks. */
+function rtpSpan(p: Uint8Array, trimPadding: boolean): PayloadVerdict {
+  const b0 = p[0];
+  const encoding = rtpEncoding(p[1] & 0x7f);
+  const none = (kind: PayloadVerdict['kind']): PayloadVerdict => ({
+    kind,
+    encoding: -1,
+    audioOffset: 0,
+    audioLength: 0,
+  });
+  let hlen = RTP_HEADER_LEN + (b0 & 0x0f) * 4;
+  let len = p.length;
+  if (encoding < 0) return none('not-audio');
+  if (b0 & 0x10) {
+    if (hlen + 4 > len) return none('malformed');
+    hlen += 4 + ((p[hlen + 2] << 8) | p[hlen + 3]) * 4;
+  }
+  if (hlen > len) return none('malformed');
+  len -= hlen;
+  if (b0 & 0x20 && trimPadding) {
+    const pad = p[hlen + len - 1];
+    if (pad === 0 || pad > len) return none('malformed');
+    len -= pad;
+  }
+  if (len === 0) return none('not-audio');
+  return { kind: 'rtp', encoding, audioOffset: hlen, audioLength: len };
+}
+
+type FlowState =
+  | { state: 'none' }
+  | { state: 'raw' | 'rtp'; ssrc: number; id0: number; id1: number };
+
+/**
+ * The classifier's per-flow RTP rule (bpf/rtp.bpf.h, docs/signatures.md "What counts as RTP"),
+ * mirrored for tests: feed one flow's UDP payloads in order, once per packet (as one observation
+ * point sees them), and get what the kernel reports for each.
+ */
+export class RtpFlowRule {
+  private flow: FlowState | undefined;
+
+  classify(payload: Uint8Array, trimPadding = true): PayloadVerdict {
+    if (payload.length === 0)
+      return { kind: 'not-audio', encoding: -1, audioOffset: 0, audioLength: 0 };
+    if (payload.length >= RTP_HEADER_LEN && payload[0] >> 6 === 2) {
+      const span = rtpSpan(payload, trimPadding);
+      if (this.verdict(payload, span.kind !== 'malformed')) return span;
+    } else {
+      this.flow ??= { state: 'none' };
+    }
+    return { kind: 'raw', encoding: Encoding.RawLe16, audioOffset: 0, audioLength: payload.length };
+  }
+
+  private verdict(p: Uint8Array, consistent: boolean): boolean {
+    const v = new DataView(p.buffer, p.byteOffset, p.byteLength);
+    const rtcp = (p[1] & 0x7f) >= 72 && (p[1] & 0x7f) <= 76;
+    const ssrc = v.getUint32(rtcp ? 4 : 8);
+    const id0 = v.getUint32(0);
+    const id1 = v.getUint32(rtcp ? 8 : 4);
+    const f = this.flow;
+    let rtp: boolean;
+    if (f === undefined) {
+      rtp = consistent;
+    } else if (f.state !== 'none' && f.ssrc === ssrc && f.id0 === id0 && f.id1 === id1) {
+      return f.state === 'rtp'; // the same packet again
+    } else {
+      rtp = f.state !== 'none' && f.ssrc === ssrc;
+    }
+    this.flow = { state: rtp ? 'rtp' : 'raw', ssrc, id0, id1 };
+    return rtp;
+  }
 }
