@@ -201,3 +201,38 @@ test('missing privileges end the agent with one clear line', async (t) => {
   assert.equal(lines.length, 1, `expected exactly one error line, got:\n${lines.join('\n')}`);
   assert.match(lines[0] ?? '', /CAP_BPF|CAP_SYS_ADMIN|permission/i);
 });
+
+test('interfaces that appear later are attached within a second; vanished ones are forgotten', async (t) => {
+  if (!requireRoot(t)) return;
+  removeVeth();
+  t.after(removeVeth);
+  const port = 19395;
+  const run = startAgent({ INTERFACE: `altag${tag}*`, METRICS_PORT: String(port) });
+  t.after(() => run.child.kill('SIGKILL'));
+  await waitForLog(run, 'agent started', 15_000);
+  assert.equal(await attachedGauge(port), 0);
+
+  createVeth();
+  const appeared = Date.now();
+  await waitForLog(run, 'attached', 3000);
+  const delay = Date.now() - appeared;
+  assert.ok(delay <= 1500, `attached ${delay} ms after the interface appeared`);
+  assert.equal(heldTcxLinks(run.child.pid ?? -1, ifindexOf(HOST_IF)).length, 2);
+  assert.equal(await attachedGauge(port), 1);
+
+  const held = heldTcxLinks(run.child.pid ?? -1, ifindexOf(HOST_IF));
+  removeVeth();
+  await waitForLog(run, 'detached', 3000);
+  await assertLinksGone(held);
+  assert.equal(await attachedGauge(port), 0);
+  assert.doesNotMatch(run.stdout.join(''), /"level":"(warn|error)"/);
+  run.child.kill('SIGTERM');
+  assert.equal(await exitOf(run), 0);
+});
+
+async function attachedGauge(port: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('audio_tracker_interfaces_attached'));
+  assert.ok(line, 'audio_tracker_interfaces_attached missing from /metrics');
+  return Number(line.split(' ').at(-1));
+}
