@@ -152,21 +152,23 @@ test('bad configuration exits 2 before attaching, naming every bad variable', as
   assert.deepEqual(ourTcFilters(HOST_IF), []);
 });
 
-test('SIGTERM detaches everything the agent attached', async (t) => {
-  if (!requireRoot(t)) return;
-  createVeth();
-  t.after(removeVeth);
-  const run = startAgent({ INTERFACE: `altag${tag}*`, METRICS_PORT: '19391' });
-  t.after(() => run.child.kill('SIGKILL'));
-  await waitForLog(run, 'agent started', 15_000);
-  const held = heldTcxLinks(run.child.pid ?? -1, ifindexOf(HOST_IF));
-  // attach types 46 and 47: BPF_TCX_INGRESS and BPF_TCX_EGRESS
-  assert.deepEqual(held.map((h) => h.split(':')[1]).sort(), ['46', '47']);
-  run.child.kill('SIGTERM');
-  assert.equal(await exitOf(run), 0);
-  await assertLinksGone(held);
-  assert.deepEqual(ourTcFilters(HOST_IF), []);
-});
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  test(`${signal} detaches everything the agent attached`, async (t) => {
+    if (!requireRoot(t)) return;
+    createVeth();
+    t.after(removeVeth);
+    const run = startAgent({ INTERFACE: `altag${tag}*`, METRICS_PORT: '19391' });
+    t.after(() => run.child.kill('SIGKILL'));
+    await waitForLog(run, 'agent started', 15_000);
+    const held = heldTcxLinks(run.child.pid ?? -1, ifindexOf(HOST_IF));
+    // attach types 46 and 47: BPF_TCX_INGRESS and BPF_TCX_EGRESS
+    assert.deepEqual(held.map((h) => h.split(':')[1]).sort(), ['46', '47']);
+    run.child.kill(signal);
+    assert.equal(await exitOf(run), 0);
+    await assertLinksGone(held);
+    assert.deepEqual(ourTcFilters(HOST_IF), []);
+  });
+}
 
 test('SIGKILL leaves nothing attached either (TCX links die with the process)', async (t) => {
   if (!requireRoot(t)) return;

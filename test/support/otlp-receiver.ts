@@ -1,17 +1,18 @@
 /**
  * A minimal OTLP/gRPC metrics collector for tests: a real @grpc/grpc-js server implementing
  * opentelemetry.proto.collector.metrics.v1.MetricsService/Export, decoding requests with the
- * OTLP protobuf definitions below, answering ExportMetricsServiceResponse (or failing on
- * demand). A byte-counting TCP front lets tests see whether compression really happens.
+ * official OTLP definitions, answering ExportMetricsServiceResponse (or failing on demand). A
+ * byte-counting TCP front lets tests see whether compression really happens.
  *
- * Why the definitions are here: @opentelemetry/otlp-transformer 0.301 no longer ships a
- * generated protobufjs root (it encodes with a hand-written writer), and no installed package
- * ships the OTLP .proto files. The messages below are those of opentelemetry-proto v1
- * (common/v1/common.proto, resource/v1/resource.proto, metrics/v1/metrics.proto,
- * collector/metrics/v1/metrics_service.proto): same packages, names and field numbers, comments
- * and the messages tests never see (exemplar details aside) left out. protobufjs comes with
- * @grpc/grpc-js (through @grpc/proto-loader).
+ * Why an older otlp-transformer: the agent's exporter (0.301) encodes with a hand-written writer,
+ * so decoding its output with that same code would prove nothing. The devDependency
+ * `otlp-official-protos` (npm alias of @opentelemetry/otlp-transformer@0.57.2) ships
+ * build/src/generated/root.js, protobufjs static code that OpenTelemetry JS generated from
+ * opentelemetry-proto: an independent decoder with the upstream field numbers and types.
+ * It is CommonJS and its root.d.ts declares only a `Root`, hence createRequire and the small
+ * structural types below for the part this file touches.
  */
+import { createRequire } from 'node:module';
 import { createServer, connect, type Server as NetServer, type Socket } from 'node:net';
 import {
   Server,
@@ -22,179 +23,12 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import protobuf from 'protobufjs';
-
-const COMMON_PROTO = `
-syntax = "proto3";
-package opentelemetry.proto.common.v1;
-message AnyValue {
-  oneof value {
-    string string_value = 1;
-    bool bool_value = 2;
-    int64 int_value = 3;
-    double double_value = 4;
-    ArrayValue array_value = 5;
-    KeyValueList kvlist_value = 6;
-    bytes bytes_value = 7;
-  }
-}
-message ArrayValue { repeated AnyValue values = 1; }
-message KeyValueList { repeated KeyValue values = 1; }
-message KeyValue { string key = 1; AnyValue value = 2; }
-message InstrumentationScope {
-  string name = 1;
-  string version = 2;
-  repeated KeyValue attributes = 3;
-  uint32 dropped_attributes_count = 4;
-}
-`;
-
-const RESOURCE_PROTO = `
-syntax = "proto3";
-package opentelemetry.proto.resource.v1;
-message Resource {
-  repeated opentelemetry.proto.common.v1.KeyValue attributes = 1;
-  uint32 dropped_attributes_count = 2;
-}
-`;
-
-const METRICS_PROTO = `
-syntax = "proto3";
-package opentelemetry.proto.metrics.v1;
-message ResourceMetrics {
-  opentelemetry.proto.resource.v1.Resource resource = 1;
-  repeated ScopeMetrics scope_metrics = 2;
-  string schema_url = 3;
-}
-message ScopeMetrics {
-  opentelemetry.proto.common.v1.InstrumentationScope scope = 1;
-  repeated Metric metrics = 2;
-  string schema_url = 3;
-}
-message Metric {
-  string name = 1;
-  string description = 2;
-  string unit = 3;
-  oneof data {
-    Gauge gauge = 5;
-    Sum sum = 7;
-    Histogram histogram = 9;
-    ExponentialHistogram exponential_histogram = 10;
-    Summary summary = 11;
-  }
-  repeated opentelemetry.proto.common.v1.KeyValue metadata = 12;
-}
-message Gauge { repeated NumberDataPoint data_points = 1; }
-message Sum {
-  repeated NumberDataPoint data_points = 1;
-  AggregationTemporality aggregation_temporality = 2;
-  bool is_monotonic = 3;
-}
-message Histogram {
-  repeated HistogramDataPoint data_points = 1;
-  AggregationTemporality aggregation_temporality = 2;
-}
-message ExponentialHistogram {
-  repeated ExponentialHistogramDataPoint data_points = 1;
-  AggregationTemporality aggregation_temporality = 2;
-}
-message Summary { repeated SummaryDataPoint data_points = 1; }
-enum AggregationTemporality {
-  AGGREGATION_TEMPORALITY_UNSPECIFIED = 0;
-  AGGREGATION_TEMPORALITY_DELTA = 1;
-  AGGREGATION_TEMPORALITY_CUMULATIVE = 2;
-}
-message NumberDataPoint {
-  repeated opentelemetry.proto.common.v1.KeyValue attributes = 7;
-  fixed64 start_time_unix_nano = 2;
-  fixed64 time_unix_nano = 3;
-  oneof value {
-    double as_double = 4;
-    sfixed64 as_int = 6;
-  }
-  repeated Exemplar exemplars = 5;
-  uint32 flags = 8;
-}
-message HistogramDataPoint {
-  repeated opentelemetry.proto.common.v1.KeyValue attributes = 9;
-  fixed64 start_time_unix_nano = 2;
-  fixed64 time_unix_nano = 3;
-  fixed64 count = 4;
-  optional double sum = 5;
-  repeated fixed64 bucket_counts = 6;
-  repeated double explicit_bounds = 7;
-  repeated Exemplar exemplars = 8;
-  uint32 flags = 10;
-  optional double min = 11;
-  optional double max = 12;
-}
-message ExponentialHistogramDataPoint {
-  repeated opentelemetry.proto.common.v1.KeyValue attributes = 1;
-  fixed64 start_time_unix_nano = 2;
-  fixed64 time_unix_nano = 3;
-  fixed64 count = 4;
-  optional double sum = 5;
-  sint32 scale = 6;
-  fixed64 zero_count = 7;
-  message Buckets {
-    sint32 offset = 1;
-    repeated uint64 bucket_counts = 2;
-  }
-  Buckets positive = 8;
-  Buckets negative = 9;
-  uint32 flags = 10;
-  repeated Exemplar exemplars = 11;
-  optional double min = 12;
-  optional double max = 13;
-  double zero_threshold = 14;
-}
-message SummaryDataPoint {
-  repeated opentelemetry.proto.common.v1.KeyValue attributes = 7;
-  fixed64 start_time_unix_nano = 2;
-  fixed64 time_unix_nano = 3;
-  fixed64 count = 4;
-  double sum = 5;
-  message ValueAtQuantile {
-    double quantile = 1;
-    double value = 2;
-  }
-  repeated ValueAtQuantile quantile_values = 6;
-  uint32 flags = 8;
-}
-message Exemplar {
-  repeated opentelemetry.proto.common.v1.KeyValue filtered_attributes = 7;
-  fixed64 time_unix_nano = 2;
-  oneof value {
-    double as_double = 3;
-    sfixed64 as_int = 6;
-  }
-  bytes span_id = 4;
-  bytes trace_id = 5;
-}
-`;
-
-const METRICS_SERVICE_PROTO = `
-syntax = "proto3";
-package opentelemetry.proto.collector.metrics.v1;
-service MetricsService {
-  rpc Export(ExportMetricsServiceRequest) returns (ExportMetricsServiceResponse) {}
-}
-message ExportMetricsServiceRequest {
-  repeated opentelemetry.proto.metrics.v1.ResourceMetrics resource_metrics = 1;
-}
-message ExportMetricsServiceResponse {
-  ExportMetricsPartialSuccess partial_success = 1;
-}
-message ExportMetricsPartialSuccess {
-  int64 rejected_data_points = 1;
-  string error_message = 2;
-}
-`;
 
 export const EXPORT_PATH = '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export';
 
 // ---------------------------------------------------------------------------------------------
-// Decoded shapes (protobufjs toObject: camelCase, 64-bit integers as numbers, enums as names)
+// Decoded shapes (protobufjs toObject: camelCase, 64-bit integers as numbers, enums as names).
+// Only the fields tests read; toObject also yields others (exemplars, flags, _sum...).
 
 export interface AnyValue {
   stringValue?: string;
@@ -287,19 +121,58 @@ export type ReceiverMode = 'ok' | 'unavailable' | 'hang';
 
 // ---------------------------------------------------------------------------------------------
 
-const root = new protobuf.Root();
-for (const source of [COMMON_PROTO, RESOURCE_PROTO, METRICS_PROTO, METRICS_SERVICE_PROTO]) {
-  protobuf.parse(source, root, { keepCase: false });
-}
-root.resolveAll();
-const RequestType = root.lookupType(
-  'opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest',
-);
-const ResponseType = root.lookupType(
-  'opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceResponse',
-);
+const GENERATED_ROOT = 'otlp-official-protos/build/src/generated/root.js';
 
-const CONVERSION: protobuf.IConversionOptions = {
+/** protobufjs toObject options (the subset used here). */
+interface ConversionOptions {
+  longs: NumberConstructor;
+  enums: StringConstructor;
+  arrays: boolean;
+  oneofs: boolean;
+}
+
+/** The static methods of a protobufjs generated message class that this file calls. */
+interface GeneratedMessageClass {
+  decode(bytes: Uint8Array): object;
+  toObject(message: object, options: ConversionOptions): object;
+  encode(message: object): { finish(): Uint8Array };
+}
+
+interface MetricsServiceMessages {
+  ExportMetricsServiceRequest: GeneratedMessageClass;
+  ExportMetricsServiceResponse: GeneratedMessageClass;
+}
+
+function isMessageClass(v: unknown): v is GeneratedMessageClass {
+  if (typeof v !== 'function') return false;
+  return ['decode', 'toObject', 'encode'].every((m) => typeof Reflect.get(v, m) === 'function');
+}
+
+/** Walks root.opentelemetry.proto.collector.metrics.v1, failing with the path that is missing. */
+function loadMetricsServiceMessages(): MetricsServiceMessages {
+  const root: unknown = createRequire(import.meta.url)(GENERATED_ROOT);
+  let node: unknown = root;
+  for (const key of ['opentelemetry', 'proto', 'collector', 'metrics', 'v1']) {
+    node = node !== null && typeof node === 'object' ? Reflect.get(node, key) : undefined;
+    if (node === undefined) throw new Error(`${GENERATED_ROOT}: no namespace ${key}`);
+  }
+  const request: unknown = Reflect.get(node as object, 'ExportMetricsServiceRequest');
+  const response: unknown = Reflect.get(node as object, 'ExportMetricsServiceResponse');
+  if (!isMessageClass(request) || !isMessageClass(response)) {
+    throw new Error(`${GENERATED_ROOT}: ExportMetricsService{Request,Response} not generated`);
+  }
+  return { ExportMetricsServiceRequest: request, ExportMetricsServiceResponse: response };
+}
+
+const MESSAGES = loadMetricsServiceMessages();
+
+/**
+ * The one place where decoded messages become the plain shapes above: every 64-bit integer
+ * (protobufjs Long) becomes a number, enums their names, absent repeated fields [], and each
+ * oneof names its set member (Metric.data). Counts stay exact; nanosecond timestamps lose their
+ * last ~8 bits, which no test looks at.
+ */
+const CONVERSION: ConversionOptions = {
   longs: Number,
   enums: String,
   arrays: true,
@@ -307,12 +180,12 @@ const CONVERSION: protobuf.IConversionOptions = {
 };
 
 export function decodeExportRequest(bytes: Uint8Array): ExportMetricsServiceRequest {
-  const message = RequestType.decode(bytes);
-  return RequestType.toObject(message, CONVERSION) as ExportMetricsServiceRequest;
+  const type = MESSAGES.ExportMetricsServiceRequest;
+  return type.toObject(type.decode(bytes), CONVERSION) as ExportMetricsServiceRequest;
 }
 
 function encodeEmptyResponse(): Buffer {
-  return Buffer.from(ResponseType.encode(ResponseType.create({})).finish());
+  return Buffer.from(MESSAGES.ExportMetricsServiceResponse.encode({}).finish());
 }
 
 function metadataRecord(call: ServerUnaryCall<Buffer, Buffer>): Record<string, string> {
