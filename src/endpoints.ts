@@ -8,6 +8,7 @@
  */
 
 import { isIPv4, isIPv6 } from 'node:net';
+import { mix32, nextPowerOfTwo } from './hash-tables.js';
 
 /** Maps an IP address (canonical text form) to the label metrics carry, e.g. a pod name. */
 export type EndpointResolver = (ip: string) => string;
@@ -45,27 +46,12 @@ const TOUCH_GRANULARITY_NS = 100e6;
 /** Identity of an address for the identity resolver. */
 const identity: EndpointResolver = (ip) => ip;
 
-function mix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
 function hashAddress(family: number, w0: number, w1: number, w2: number, w3: number): number {
   let h = Math.imul(family ^ w0, 0x9e3779b1);
   h = Math.imul(h ^ w1, 0x85ebca77);
   h = Math.imul(h ^ w2, 0xc2b2ae3d);
   h = Math.imul(h ^ w3, 0x27d4eb2f);
   return mix32(h);
-}
-
-function nextPowerOfTwo(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }
 
 export class EndpointTable {

@@ -19,6 +19,7 @@ import type { Attributes, Counter, Histogram } from '@opentelemetry/api';
 import { ATTR_DEST_POD, ATTR_POD, ATTR_SOURCE_POD } from '../otel/metric-names.js';
 import type { CorrelatorSink } from './correlate/correlator.js';
 import type { EndpointTable } from './endpoints.js';
+import { nextPowerOfTwo } from './hash-tables.js';
 
 /** SAMPLE_LOG hook: one call per hop sample, with the labels the metric carried. */
 export type HopSampleListener = (
@@ -62,12 +63,6 @@ type PodAttributes = Readonly<{ [ATTR_POD]: string }>;
 const NO_ATTRIBUTES: Attributes = Object.freeze({});
 /** Longest a signature count is held while counts keep arriving. */
 export const FLUSH_INTERVAL_MS = 1000;
-
-function nextPowerOfTwo(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
 
 export class HopRecorder implements CorrelatorSink {
   private readonly hopLatency: Histogram;

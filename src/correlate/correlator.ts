@@ -14,6 +14,8 @@
  * never searches a chain.
  */
 
+import { mix32, nextPowerOfTwo } from '../hash-tables.js';
+
 /** Where the correlator reports what it found. Endpoint ids come from EndpointTable. */
 export interface CorrelatorSink {
   /** A hop: audio from `source` entered `dest` and left it `seconds` later. */
@@ -129,25 +131,10 @@ const MAX_CANDIDATES_LIMIT = 0xffff;
 const NONE = -1;
 const TWO_POW_32 = 4294967296;
 
-function mix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
 function chainHash(sigLo: number, sigHi: number, endpoint: number): number {
   let h = Math.imul(sigLo ^ 0x2545f491, 0x9e3779b1);
   h = Math.imul(h ^ sigHi, 0x85ebca77);
   return mix32(Math.imul(h ^ endpoint, 0xc2b2ae3d));
-}
-
-function nextPowerOfTwo(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }
 
 export class Correlator implements SignatureObserver {
