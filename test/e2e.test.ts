@@ -4,14 +4,20 @@
  * veths, a real Prometheus scraping it every second, ~18 s of speech-like audio. Then PromQL
  * answers what the agent measured, checked against ground truth: the relays' exact hold (20 ms)
  * and the hop-sample count the TypeScript reference predicts from the bytes the senders sent.
+ * The same run pushes OTLP/gRPC to a test collector every second (decoded with the official
+ * OTLP definitions): its last export must agree with Prometheus, carry the resource and the
+ * configured header, and the header's secret must never reach the agent's output.
  * Finally SIGTERM: the agent must exit 0 leaving no program attached.
  *
  * Skips loudly when not root; fails under CI=true when it cannot run.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SignerConfig } from '../src/signature/index.js';
-import { AgentProcess, sleep } from './lab/agent-process.js';
+import { AgentProcess, REPO_ROOT, sleep } from './lab/agent-process.js';
 import {
   agentAttachments,
   agentTcFilters,
@@ -27,6 +33,7 @@ import {
   agentEnv,
   HOLD_MS,
   LAB_PODS,
+  LATENCY_BUCKETS,
   PIPELINES,
   startReceivers,
   startSenders,
@@ -34,12 +41,25 @@ import {
   type PipelineReports,
   type RunningPipeline,
 } from './lab/scenario.js';
+import {
+  attributesOf,
+  metricsNamed,
+  startOtlpReceiver,
+  type HistogramDataPoint,
+  type NumberDataPoint,
+  type OtlpReceiver,
+  type ReceivedExport,
+} from './support/otlp-receiver.js';
 import { requireRoot } from './support/root.js';
 
 const DURATION_S = 18; // 900 packets: a multiple of relay2's 3-packet groups
 const SIGNER: SignerConfig = { algorithm: 'xxhash', windowSize: 256, silenceThreshold: 256 };
 const MIN_PAIRED_FRACTION = 0.99;
 const MIN_SAMPLES_PER_SPEECH_SECOND = 10;
+const OTLP_SECRET = 'e2e-secret';
+const OTLP_INTERVAL_MS = 1000;
+const CLUSTER = 'lab';
+const MAX_MEAN_ERROR_S = 0.002;
 
 /** PromQL selector of one hop's series. */
 function hopSel(lab: Lab, sender: string, relay: string): string {
@@ -82,6 +102,41 @@ interface Measured {
   count: number;
 }
 
+/** The agent's OTLP settings: the test collector, a 1 s push, a secret header, a cluster. */
+function otlpEnv(receiver: OtlpReceiver): Record<string, string> {
+  return {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_METRIC_EXPORT_INTERVAL: String(OTLP_INTERVAL_MS),
+    OTEL_EXPORTER_OTLP_HEADERS: `x-api-key=${OTLP_SECRET}`,
+    OTEL_RESOURCE_ATTRIBUTES: `k8s.cluster.name=${CLUSTER}`,
+  };
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+/** One hop's audio_latency_seconds point in an OTLP export, if the export has it. */
+function otlpHopPoint(
+  exp: ReceivedExport,
+  source: string,
+  dest: string,
+): HistogramDataPoint | undefined {
+  return metricsNamed(exp.request, 'audio_latency_seconds')
+    .flatMap((m) => m.histogram?.dataPoints ?? [])
+    .find((p) => {
+      const a = attributesOf(p.attributes);
+      return a.source_pod === source && a.dest_pod === dest;
+    });
+}
+
+function numberValue(p: NumberDataPoint): number {
+  return p.asDouble ?? p.asInt ?? NaN;
+}
+
 test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', async (t) => {
   if (!requireRoot(t)) return;
 
@@ -94,10 +149,17 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
   const lab = Lab.create({ pods: LAB_PODS });
   let agent: AgentProcess | undefined;
   let prom: Prometheus | undefined;
+  let otlp: OtlpReceiver | undefined;
   let pipes: RunningPipeline[] = [];
+  // Every line the agent printed, unbounded (AgentProcess keeps only the last 500).
+  const agentOutput: string[] = [];
   try {
     pipes = await startReceivers(lab);
-    agent = await AgentProcess.start({ env: agentEnv(lab) });
+    otlp = await startOtlpReceiver();
+    agent = await AgentProcess.start({
+      env: agentEnv(lab, otlpEnv(otlp)),
+      onLine: (line, stream) => agentOutput.push(`[${stream}] ${line}`),
+    });
     lab.track(agent.pid);
     await waitAttached(agent, lab.hostInterfaces.length);
 
@@ -159,6 +221,21 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
       );
     }
 
+    // The agent is settled, so the next push (1 s) carries the final count Prometheus saw.
+    const s1 = lab.pod('sender1').ip;
+    const r1 = lab.pod('relay1').ip;
+    const rtpCount = (measured.get('rtp') as Measured).count;
+    const collector = otlp;
+    const otlpFinal = await collector
+      .waitForExport((e) => otlpHopPoint(e, s1, r1)?.count === rtpCount, 4 * OTLP_INTERVAL_MS)
+      .catch(() => undefined);
+    const otlpSeen = collector.exports.length;
+    const otlpLastCount = collector.exports
+      .map((e) => otlpHopPoint(e, s1, r1)?.count)
+      .findLast((c) => c !== undefined);
+    const otlpFinalPoint = otlpFinal ? otlpHopPoint(otlpFinal, s1, r1) : undefined;
+    const otlpMeanMs = (1000 * (otlpFinalPoint?.sum ?? NaN)) / (otlpFinalPoint?.count ?? NaN);
+
     const summary = PIPELINES.map((p) => {
       const m = measured.get(p.key) as Measured;
       const pr = predicted.get(p.key) as Prediction;
@@ -174,7 +251,9 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
     });
     console.log(
       `e2e lab ${lab.id}: streamed ${streamedS.toFixed(1)} s\n  ${summary.join('\n  ')}\n` +
-        `  transit mean ${((transitMean ?? NaN) * 1e6).toFixed(0)} us, p90 ${((transitP90 ?? NaN) * 1e6).toFixed(0)} us`,
+        `  transit mean ${((transitMean ?? NaN) * 1e6).toFixed(0)} us, p90 ${((transitP90 ?? NaN) * 1e6).toFixed(0)} us\n` +
+        `  OTLP: ${otlpSeen} exports, last sender1->relay1 count ${otlpLastCount} ` +
+        `(Prometheus ${rtpCount}), mean ${otlpMeanMs.toFixed(3)} ms`,
     );
 
     await t.test('senders sent the bytes the reference signed, relays forwarded all', () => {
@@ -292,6 +371,65 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
       }
     });
 
+    await t.test('OTLP: the hop histogram agrees with Prometheus, explicit bounds, ~20 ms', () => {
+      assert.ok(
+        otlpFinal,
+        `no OTLP export with sender1->relay1 count ${rtpCount} (Prometheus) after ${otlpSeen} ` +
+          `exports; last count ${otlpLastCount}`,
+      );
+      const hop = metricsNamed(otlpFinal.request, 'audio_latency_seconds');
+      assert.equal(hop.length, 1);
+      assert.equal(hop[0].data, 'histogram');
+      assert.equal(hop[0].histogram?.aggregationTemporality, 'AGGREGATION_TEMPORALITY_CUMULATIVE');
+      const point = otlpHopPoint(otlpFinal, s1, r1) as HistogramDataPoint;
+      assert.deepEqual(point.explicitBounds, LATENCY_BUCKETS);
+      assert.equal(point.bucketCounts.length, LATENCY_BUCKETS.length + 1);
+      assert.equal(
+        point.bucketCounts.reduce((a, b) => a + b, 0),
+        point.count,
+        'bucket counts add up to the count',
+      );
+      const mean = (point.sum ?? NaN) / point.count;
+      assert.ok(
+        Math.abs(mean - HOLD_MS / 1000) <= MAX_MEAN_ERROR_S,
+        `OTLP mean ${(mean * 1000).toFixed(3)} ms, want ${HOLD_MS} +- 2 ms`,
+      );
+    });
+
+    await t.test('OTLP: audio_signatures per pod, as Prometheus counted them', () => {
+      assert.ok(otlpFinal, 'no final OTLP export');
+      const sigs = metricsNamed(otlpFinal.request, 'audio_signatures');
+      assert.equal(sigs.length, 1);
+      assert.equal(sigs[0].data, 'sum');
+      assert.equal(sigs[0].sum?.isMonotonic, true);
+      const points = sigs[0].sum?.dataPoints ?? [];
+      for (const p of points) {
+        assert.equal(typeof attributesOf(p.attributes).pod, 'string', 'point without pod');
+      }
+      for (const p of PIPELINES) {
+        const ip = lab.pod(p.sender).ip;
+        const point = points.find((x) => attributesOf(x.attributes).pod === ip);
+        assert.ok(point, `no audio_signatures point for pod=${ip}`);
+        assert.equal(numberValue(point), sigCounts.get(p.key), `audio_signatures{pod=${ip}}`);
+      }
+    });
+
+    await t.test('OTLP: resource attributes and the header on every export', () => {
+      assert.ok(otlpFinal, 'no final OTLP export');
+      const resource = attributesOf(otlpFinal.request.resourceMetrics[0]?.resource?.attributes);
+      assert.equal(resource['service.name'], 'audio-latency-tracker');
+      assert.equal(resource['service.version'], packageVersion());
+      assert.equal(resource['host.name'], hostname());
+      assert.equal(resource['k8s.cluster.name'], CLUSTER);
+      const exports = (otlp as OtlpReceiver).exports;
+      const without = exports.filter((e) => e.metadata['x-api-key'] !== OTLP_SECRET);
+      assert.equal(
+        without.length,
+        0,
+        `${without.length} of ${exports.length} exports lack x-api-key`,
+      );
+    });
+
     await t.test('SIGTERM: exit 0, nothing left attached on the lab interfaces', async () => {
       const a = agent as AgentProcess;
       const exit = await a.stop();
@@ -299,6 +437,13 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
       assert.equal(exit.code, 0, `agent exit code ${exit.code}:\n${a.logs(20).join('\n')}`);
       const left = agentAttachments(lab.existingHostInterfaces(), knownLinkIds);
       assert.deepEqual(left, [], `still attached after SIGTERM:\n${left.join('\n')}`);
+    });
+
+    await t.test('the OTLP header secret never reaches the agent output', () => {
+      assert.ok(!(agent as AgentProcess).running, 'checked after exit, shutdown logs included');
+      assert.ok(agentOutput.length > 0, 'the agent printed nothing at all');
+      const leaks = agentOutput.filter((l) => l.includes(OTLP_SECRET));
+      assert.deepEqual(leaks, [], 'agent output shows the x-api-key value');
     });
   } catch (err) {
     if (agent) console.error(`agent log tail:\n${agent.logs(40).join('\n')}`);
@@ -312,6 +457,7 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
     await stopPipelines(pipes).catch(() => []);
     if (agent?.running) await agent.stop();
     await prom?.stop();
+    await otlp?.close();
     lab.teardown();
   }
 });
