@@ -157,7 +157,7 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
     pipes = await startReceivers(lab);
     otlp = await startOtlpReceiver();
     agent = await AgentProcess.start({
-      env: agentEnv(lab, otlpEnv(otlp)),
+      env: agentEnv(lab, { ...otlpEnv(otlp), SAMPLE_LOG: 'true', SAMPLE_LOG_RATE: '1000' }),
       onLine: (line, stream) => agentOutput.push(`[${stream}] ${line}`),
     });
     lab.track(agent.pid);
@@ -429,6 +429,36 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
         `${without.length} of ${exports.length} exports lack x-api-key`,
       );
     });
+
+    await t.test(
+      'SAMPLE_LOG: one JSON line per hop sample, as many as the histogram counted',
+      async () => {
+        const a = agent as AgentProcess;
+        const src = lab.pod('sender1').ip;
+        const dst = lab.pod('relay1').ip;
+        const counted = sumOf(parseMetrics(await a.scrape()), 'audio_latency_seconds_count', {
+          source_pod: src,
+          dest_pod: dst,
+        });
+        const lines = agentOutput
+          .filter((l) => l.startsWith('[stdout] ') && l.includes('"latency_seconds"'))
+          .map((l) => JSON.parse(l.slice('[stdout] '.length)) as Record<string, unknown>)
+          .filter((o) => o.source_pod === src && o.dest_pod === dst);
+        assert.equal(lines.length, counted, 'one sample line per recorded hop sample');
+        for (const o of lines) {
+          assert.match(String(o.signature), /^[0-9a-f]{16}$/);
+          assert.ok(
+            Math.abs(Number(o.latency_seconds) - HOLD_MS / 1000) < 0.005,
+            JSON.stringify(o),
+          );
+          const at = Date.parse(String(o.time));
+          assert.ok(
+            Math.abs(at - Date.now()) < 120_000,
+            `sample time ${o.time} is not wall-clock now`,
+          );
+        }
+      },
+    );
 
     await t.test('SIGTERM: exit 0, nothing left attached on the lab interfaces', async () => {
       const a = agent as AgentProcess;
