@@ -13,7 +13,8 @@
  * frames, UDP GSO) are truncated to this and flagged AEV_F_TRUNCATED. */
 #define AEV_MAX_CAPTURE 1984
 
-/* Bits in the ports map: one bit per UDP port, 65536 bits. */
+/* Bits in the ports map: one bit per port, 65536 bits. One map for UDP and
+ * TCP: AUDIO_PORTS names the ports of both. */
 #define PORT_MAP_WORDS 1024 /* __u64 words */
 
 enum aev_direction {
@@ -35,14 +36,22 @@ enum aev_flags {
 	AEV_F_RTP = 1 << 0,       /* an RTP header was recognised and skipped */
 	AEV_F_TRUNCATED = 1 << 1, /* payload longer than AEV_MAX_CAPTURE */
 	AEV_F_VLAN = 1 << 2,      /* at least one 802.1Q/802.1ad tag */
+	/* TCP (docs/tcp-streams.md) */
+	AEV_F_STREAM_START = 1 << 3, /* first bytes of a (re)started stream */
+	AEV_F_GAP = 1 << 4,          /* bytes are missing before data[0] */
+	AEV_F_STREAM_END = 1 << 5,   /* FIN or RST: the stream ends here */
+	AEV_F_CHUNK = 1 << 6,        /* continues the previous event's packet */
 };
+
+/* At most this many events per packet (GSO/GRO super-packets up to 64 KB). */
+#define AEV_MAX_CHUNKS 34
 
 struct audio_event {
 	__u64 ts_ns;        /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
 	__u32 ifindex;      /* interface the packet was seen on */
 	__u8 direction;     /* enum aev_direction */
 	__u8 family;        /* 4 or 6 */
-	__u8 protocol;      /* IPPROTO_UDP (17) */
+	__u8 protocol;      /* IPPROTO_UDP (17) or IPPROTO_TCP (6) */
 	__u8 encoding;      /* enum aev_encoding */
 	__u8 saddr[16];     /* IPv4 in the first 4 bytes, rest zero */
 	__u8 daddr[16];
@@ -52,7 +61,7 @@ struct audio_event {
 	__u16 payload_len;  /* audio bytes in the packet */
 	__u16 captured_len; /* audio bytes copied into data[] */
 	__u16 flags;        /* enum aev_flags */
-	__u32 _pad;
+	__u32 seq;          /* TCP: sequence number of data[0]; UDP: 0 */
 	__u8 data[AEV_MAX_CAPTURE];
 };
 
@@ -62,15 +71,24 @@ struct audio_event {
 enum aev_stat {
 	AEV_STAT_PACKETS = 0,      /* packets the classifier ran on */
 	AEV_STAT_UDP = 1,          /* parsed UDP packets */
-	AEV_STAT_PORT_MISS = 2,    /* UDP packets on no audio port */
-	AEV_STAT_AUDIO = 3,        /* audio packets (event attempted) */
+	AEV_STAT_PORT_MISS = 2,    /* UDP packets and TCP segments on no audio port */
+	AEV_STAT_AUDIO = 3,        /* events attempted (audio packets; TCP: chunks) */
 	AEV_STAT_EVENTS = 4,       /* events submitted to the ring buffer */
 	AEV_STAT_LOST = 5,         /* events dropped: ring buffer full */
 	AEV_STAT_TRUNCATED = 6,    /* events whose payload was truncated */
-	AEV_STAT_MALFORMED = 7,    /* packets with unparseable headers */
-	AEV_STAT_FRAGMENTS = 8,    /* non-first IP fragments passed */
+	AEV_STAT_MALFORMED = 7,    /* packets with unparseable headers (UDP, TCP) */
+	AEV_STAT_FRAGMENTS = 8,    /* non-first IP fragments passed (and TCP in a first one) */
 	AEV_STAT_NOT_AUDIO = 9,    /* RTP control, comfort noise, empty */
-	AEV_STAT_MAX = 10,
+	AEV_STAT_TCP_SEGMENTS = 10,      /* TCP segments on audio ports */
+	AEV_STAT_TCP_RETRANS_BYTES = 11, /* already-seen bytes dropped */
+	AEV_STAT_TCP_OUT_OF_ORDER = 12,  /* segments starting past a hole */
+	AEV_STAT_TCP_RESYNC = 13,        /* streams restarted after a hole */
+	AEV_STAT_TCP_FLOWS_EXPIRED = 14, /* states reset after FLOW_TIMEOUT_MS */
+	AEV_STAT_ENCRYPTED_FLOWS = 15,   /* streams marked TLS/SSH */
+	AEV_STAT_ENCRYPTED_SEGMENTS = 16,/* segments skipped as encrypted */
+	AEV_STAT_GSO_CHUNKS = 17,        /* extra events from super-packets */
+	AEV_STAT_GSO_TRUNCATED = 18,     /* super-packets beyond AEV_MAX_CHUNKS */
+	AEV_STAT_MAX = 19,
 };
 
 /* Single-entry array "config", written before attach. */
@@ -109,6 +127,30 @@ struct aev_rtp_flow {
 		      * observation of the same packet has the same ones */
 	__u8 state;  /* enum aev_rtp_state: the verdict given to it */
 	__u8 _pad[3];
+};
+
+/*
+ * Per observation point TCP state: LRU hash map "tcp_flows", MAX_FLOWS
+ * entries. Keyed by flow AND observation point: a segment crosses two
+ * interfaces, and each must see the whole stream once.
+ */
+struct aev_tcp_key {
+	struct aev_flow_key flow;
+	__u32 ifindex;
+	__u8 direction;
+	__u8 _pad[3]; /* zero */
+};
+
+enum aev_tcp_state_flags {
+	AEV_TCP_ENCRYPTED = 1 << 0,     /* TLS or SSH: skipped early */
+	AEV_TCP_START_PENDING = 1 << 1, /* no data yet (SYN only): the next
+					 * event carries AEV_F_STREAM_START */
+};
+
+struct aev_tcp_flow {
+	__u64 last_seen_ns; /* for FLOW_TIMEOUT_MS: bpf_ktime_get_coarse_ns() */
+	__u32 next_seq;     /* next expected sequence number */
+	__u32 flags;        /* enum aev_tcp_state_flags */
 };
 
 /*

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Header parsing for the audio classifier: Ethernet (+ up to two VLAN
- * tags), IPv4 (+ options) or IPv6 (+ extension headers), UDP. One
+ * tags), IPv4 (+ options) or IPv6 (+ extension headers), UDP or TCP
+ * (+ options). One
  * function per layer, each bounds-checked against data_end with an early
  * return. Only reads: the packet is never modified.
  */
@@ -14,6 +15,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/udp.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -46,8 +48,8 @@ struct ipv6_frag {
 };
 
 enum parse_status {
-	PARSE_UDP = 0,	     /* a whole UDP datagram (or first fragment) */
-	PARSE_OTHER = 1,     /* not IP/UDP: nothing to count */
+	PARSE_L4 = 0,	     /* a whole UDP datagram (or first fragment) or TCP segment */
+	PARSE_OTHER = 1,     /* not IP/UDP/TCP: nothing to count */
 	PARSE_MALFORMED = 2, /* inconsistent or truncated headers */
 	PARSE_FRAGMENT = 3,  /* non-first IP fragment: no UDP header here */
 	PARSE_NEED_PULL = 4, /* headers beyond the linear area of the skb */
@@ -65,8 +67,22 @@ struct parse_state {
 	__u16 dport;
 	__u8 family;   /* 4 or 6 */
 	__u8 flags;    /* PS_F_* */
-	__u16 _pad;
+	__u8 protocol; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 _pad;
 };
+
+/* The TCP fields the stream tracker needs, read only once the segment is
+ * on an audio port (the port-miss path never fills it). */
+struct tcp_seg {
+	__u32 seq;	   /* host order: sequence number of the first byte */
+	__u32 data_off;	   /* payload, from the L2 header */
+	__u32 data_len;
+	__u8 flags;	   /* TCP_F_* */
+};
+
+#define TCP_F_FIN 0x01
+#define TCP_F_SYN 0x02
+#define TCP_F_RST 0x04
 
 /* Largest offset read directly: bounds the variable offsets for the verifier
  * (an IPv6 chain of six 2 KiB extension headers stays below it). */
@@ -124,7 +140,7 @@ static __always_inline __u32 parse_eth(struct __sk_buff *skb, void *data, void *
 		off += sizeof(*tag);
 		st->flags |= PS_F_VLAN;
 	}
-	*status = PARSE_UDP;
+	*status = PARSE_L4;
 	return off;
 }
 
@@ -144,18 +160,20 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, void *data, void *d
 	/* Counted whatever the protocol: the transport header is not here. */
 	if (frag & IPV4_OFFSET)
 		return PARSE_FRAGMENT;
-	if (ip->protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_UDP && ip->protocol != IPPROTO_TCP)
 		return PARSE_OTHER;
 	if (frag & IPV4_MF)
 		st->flags |= PS_F_FIRST_FRAG;
 	hlen = ip->ihl * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
+	/* The shorter header: parse_tcp checks its own, longer one. */
 	if (tot_len < hlen + sizeof(struct udphdr))
 		return PARSE_MALFORMED;
 	st->family = 4;
+	st->protocol = ip->protocol;
 	st->l4_off = st->l3_off + hlen;
 	st->l3_end = st->l3_off + tot_len;
-	return PARSE_UDP;
+	return PARSE_L4;
 }
 
 /* IPv6 and its extension header chain, up to MAX_IPV6_EXT_HDRS deep. */
@@ -201,20 +219,22 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, void *data, void *d
 			break;
 		}
 	}
-	if (nexthdr != IPPROTO_UDP) {
+	if (nexthdr != IPPROTO_UDP && nexthdr != IPPROTO_TCP) {
 		/* Still an extension header: deeper than we walk. */
 		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
 		    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT)
 			return PARSE_MALFORMED;
 		return PARSE_OTHER;
 	}
-	/* payload_len 0 is a jumbogram: never audio over UDP, so malformed. */
+	/* payload_len 0 is a jumbogram (BIG TCP beyond 64 KB included): not
+	 * parsed, so malformed. */
 	if (off + sizeof(struct udphdr) > st->l3_off + sizeof(*ip6) + payload_len)
 		return PARSE_MALFORMED;
 	st->family = 6;
+	st->protocol = nexthdr;
 	st->l4_off = off;
 	st->l3_end = st->l3_off + sizeof(*ip6) + payload_len;
-	return PARSE_UDP;
+	return PARSE_L4;
 }
 
 /* UDP header: its length must match the IP packet (or exceed the bytes of
@@ -244,7 +264,52 @@ static __always_inline int parse_udp(struct __sk_buff *skb, void *data, void *da
 	}
 	st->sport = bpf_ntohs(udp->source);
 	st->dport = bpf_ntohs(udp->dest);
-	return PARSE_UDP;
+	return PARSE_L4;
+}
+
+/*
+ * TCP header: data offset 5..15 words, all of it inside the IP packet,
+ * the IP packet inside the skb. Only the ports are kept here: the rest is
+ * read (tcp_segment) once the segment is known to be on an audio port.
+ * A first IP fragment is not a whole segment: it is passed as a fragment.
+ */
+static __always_inline int parse_tcp(struct __sk_buff *skb, void *data, void *data_end,
+				     struct parse_state *st)
+{
+	struct tcphdr *th;
+	__u32 hlen;
+
+	if (st->flags & PS_F_FIRST_FRAG)
+		return PARSE_FRAGMENT;
+	if (st->l4_off > DIRECT_OFF_MAX)
+		return PARSE_MALFORMED;
+	th = data + st->l4_off;
+	if ((void *)(th + 1) > data_end)
+		return parse_short(skb, st->l4_off + sizeof(*th));
+	if (st->l3_end > skb->len)
+		return PARSE_MALFORMED;
+	hlen = th->doff * 4;
+	if (hlen < sizeof(*th) || st->l4_off + hlen > st->l3_end)
+		return PARSE_MALFORMED;
+	st->sport = bpf_ntohs(th->source);
+	st->dport = bpf_ntohs(th->dest);
+	return PARSE_L4;
+}
+
+/* The rest of a TCP header parse_tcp accepted: still in the linear area. */
+static __always_inline int tcp_segment(struct __sk_buff *skb, const struct parse_state *st,
+				       struct tcp_seg *seg)
+{
+	struct tcphdr th;
+
+	if (read_bytes(skb, st->l4_off, &th, sizeof(th)))
+		return -1;
+	seg->seq = bpf_ntohl(th.seq);
+	seg->data_off = st->l4_off + th.doff * 4;
+	seg->data_len = st->l3_end - seg->data_off;
+	/* Byte 13: CWR ECE URG ACK PSH RST SYN FIN. */
+	seg->flags = ((__u8 *)&th)[13] & (TCP_F_FIN | TCP_F_SYN | TCP_F_RST);
+	return 0;
 }
 
 #endif /* PARSE_BPF_H */

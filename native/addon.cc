@@ -9,6 +9,7 @@
 #include <napi.h>
 
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -101,6 +102,7 @@ public:
 					   InstanceMethod<&ClassifierWrap::RemoveStale>("removeStale"),
 					   InstanceMethod<&ClassifierWrap::Stats>("stats"),
 					   InstanceMethod<&ClassifierWrap::TestRun>("testRun"),
+					   InstanceMethod<&ClassifierWrap::TcpFlows>("tcpFlows"),
 					   InstanceMethod<&ClassifierWrap::Drain>("drain"),
 					   InstanceMethod<&ClassifierWrap::Close>("close"),
 				   });
@@ -141,8 +143,9 @@ public:
 		ec.window_size = u32_prop(o, "windowSize");
 		ec.silence_threshold = u32_prop(o, "silenceThreshold");
 		ec.max_streams = u32_prop(o, "maxFlows");
-		lo.max_flows = ec.max_streams; /* the kernel's RTP state: one entry per flow */
-		ec.stream_timeout_ns = static_cast<uint64_t>(u32_prop(o, "flowTimeoutMs")) * 1000000ULL;
+		lo.max_flows = ec.max_streams; /* the kernel's RTP and TCP states: one entry per flow */
+		lo.flow_timeout_ms = u32_prop(o, "flowTimeoutMs");
+		ec.stream_timeout_ns = static_cast<uint64_t>(lo.flow_timeout_ms) * 1000000ULL;
 		Napi::Function on_sigs = fn_prop(o, "onSignatures", false);
 		Napi::Function on_raw = fn_prop(o, "onRawEvents", true);
 
@@ -314,6 +317,28 @@ private:
 
 		out.Set("retval", r.retval);
 		out.Set("durationNs", r.duration_ns);
+		return out;
+	}
+
+	// tcpFlows(): [{ key: Uint8Array(struct aev_tcp_key), value: Uint8Array(struct aev_tcp_flow) }]
+	Napi::Value TcpFlows(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+
+		RequireOpen(env, "tcpFlows");
+		std::vector<TcpFlowEntry> entries = guarded(env, [&] { return bpf_->tcp_flows(); });
+		Napi::Array out = Napi::Array::New(env, entries.size());
+
+		for (uint32_t i = 0; i < entries.size(); i++) {
+			Napi::Object o = Napi::Object::New(env);
+			const TcpFlowEntry &e = entries[i];
+
+			o.Set("key", Napi::Uint8Array::New(env, sizeof(e.key)));
+			o.Set("value", Napi::Uint8Array::New(env, sizeof(e.value)));
+			memcpy(o.Get("key").As<Napi::Uint8Array>().Data(), &e.key, sizeof(e.key));
+			memcpy(o.Get("value").As<Napi::Uint8Array>().Data(), &e.value, sizeof(e.value));
+			out.Set(i, o);
+		}
 		return out;
 	}
 

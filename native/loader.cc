@@ -128,7 +128,9 @@ BpfClassifier::BpfClassifier(const LoadOptions &opts)
 		if (err)
 			throw_sys("set ring buffer size", err);
 		set_rodata_u64(obj_, "wakeup_bytes", ring_bytes_ / 4);
+		set_rodata_u64(obj_, "flow_timeout_ns", opts.flow_timeout_ms * 1000000ULL);
 		set_max_entries(obj_, "rtp_flows", opts.max_flows);
+		set_max_entries(obj_, "tcp_flows", opts.max_flows);
 		err = bpf_object__load(obj_);
 		if (err)
 			throw_sys("load " + opts.object_path, err, log.text());
@@ -142,6 +144,7 @@ BpfClassifier::BpfClassifier(const LoadOptions &opts)
 		}
 		events_fd_ = map_fd(obj_, "events");
 		stats_fd_ = map_fd(obj_, "stats");
+		tcp_flows_fd_ = map_fd(obj_, "tcp_flows");
 		ncpus_ = libbpf_num_possible_cpus();
 		if (ncpus_ <= 0)
 			throw_sys("libbpf_num_possible_cpus", ncpus_ ? ncpus_ : EINVAL);
@@ -231,6 +234,29 @@ TestRunResult BpfClassifier::test_run(Prog p, const uint8_t *pkt, size_t len,
 	if (err)
 		throw_sys(std::string("test run ") + kProgNames[static_cast<int>(p)], err);
 	return {static_cast<int32_t>(o.retval), o.duration};
+}
+
+std::vector<TcpFlowEntry> BpfClassifier::tcp_flows() const
+{
+	std::vector<TcpFlowEntry> out;
+	struct aev_tcp_key key, next;
+	const void *prev = nullptr;
+	int err;
+
+	/* Entries may come and go while we walk (the programs run): the walk is
+	 * a snapshot of no single instant, which diagnostics can live with. */
+	while ((err = bpf_map_get_next_key(tcp_flows_fd_, prev, &next)) == 0) {
+		TcpFlowEntry e;
+
+		e.key = next;
+		if (bpf_map_lookup_elem(tcp_flows_fd_, &next, &e.value) == 0)
+			out.push_back(e);
+		key = next;
+		prev = &key;
+	}
+	if (err != -ENOENT)
+		throw_sys("walk tcp_flows map", err);
+	return out;
 }
 
 } // namespace alt

@@ -49,6 +49,22 @@ export interface SelfStatsSnapshot {
   correlatorEvictions: number;
   /** Cumulative: correlator entries that expired without a partner. */
   correlatorExpired: number;
+  /** Cumulative: TCP segments on audio ports. */
+  tcpSegments: number;
+  /** Cumulative: TCP payload bytes already seen (retransmissions, overlaps), dropped in the kernel. */
+  tcpRetransmittedBytes: number;
+  /** Cumulative: TCP segments that started past a hole in the stream. */
+  tcpOutOfOrder: number;
+  /** Cumulative: TCP streams restarted after a hole. */
+  tcpResyncs: number;
+  /** Cumulative: TCP stream states reset after FLOW_TIMEOUT_MS idle. */
+  tcpFlowsExpired: number;
+  /** Cumulative: TCP streams recognised as encrypted (TLS, SSH) and skipped. */
+  encryptedFlows: number;
+  /** Cumulative: segments of encrypted streams skipped before their payload was read. */
+  encryptedSegments: number;
+  /** Cumulative: extra events emitted for GSO/GRO super-packets (chunks after the first). */
+  gsoChunks: number;
 }
 
 /** The synchronous instruments the data path records into. */
@@ -189,6 +205,63 @@ export const SELF_METRICS: readonly SelfMetricSpec[] = [
     kind: 'counter',
     unit: '{signature}',
     description: 'Correlator entries that expired without a partner.',
+  },
+  {
+    key: 'tcpSegments',
+    name: 'audio_tracker_tcp_segments',
+    kind: 'counter',
+    unit: '{segment}',
+    description: 'TCP segments seen on audio ports.',
+  },
+  {
+    key: 'tcpRetransmittedBytes',
+    name: 'audio_tracker_tcp_retransmitted_bytes',
+    kind: 'counter',
+    unit: 'By',
+    description:
+      'TCP payload bytes already seen (retransmissions, overlaps), skipped in the kernel.',
+  },
+  {
+    key: 'tcpOutOfOrder',
+    name: 'audio_tracker_tcp_out_of_order_segments',
+    kind: 'counter',
+    unit: '{segment}',
+    description: 'TCP segments that started past a hole in their stream.',
+  },
+  {
+    key: 'tcpResyncs',
+    name: 'audio_tracker_tcp_resyncs',
+    kind: 'counter',
+    unit: '{stream}',
+    description: 'TCP streams resynchronised after a hole.',
+  },
+  {
+    key: 'tcpFlowsExpired',
+    name: 'audio_tracker_tcp_flows_expired',
+    kind: 'counter',
+    unit: '{flow}',
+    description: 'TCP stream states dropped after FLOW_TIMEOUT_MS without segments.',
+  },
+  {
+    key: 'encryptedFlows',
+    name: 'audio_tracker_encrypted_flows',
+    kind: 'counter',
+    unit: '{flow}',
+    description: 'TCP streams recognised as encrypted (TLS, SSH), marked once and skipped.',
+  },
+  {
+    key: 'encryptedSegments',
+    name: 'audio_tracker_encrypted_segments',
+    kind: 'counter',
+    unit: '{segment}',
+    description: 'Segments of encrypted streams skipped before their payload was read.',
+  },
+  {
+    key: 'gsoChunks',
+    name: 'audio_tracker_gso_chunks',
+    kind: 'counter',
+    unit: '{event}',
+    description: 'Extra events emitted for GSO/GRO super-packets, beyond one per packet.',
   },
 ];
 

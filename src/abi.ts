@@ -20,7 +20,16 @@ export const Encoding = {
 } as const;
 export type Encoding = (typeof Encoding)[keyof typeof Encoding];
 
-export const EventFlag = { Rtp: 1, Truncated: 2, Vlan: 4 } as const;
+export const EventFlag = {
+  Rtp: 1,
+  Truncated: 2,
+  Vlan: 4,
+  StreamStart: 8,
+  Gap: 16,
+  StreamEnd: 32,
+  Chunk: 64,
+} as const;
+export const AEV_MAX_CHUNKS = 34;
 
 /** Byte offsets in struct audio_event. */
 export const AudioEventLayout = {
@@ -38,6 +47,7 @@ export const AudioEventLayout = {
   payloadLen: 54,
   capturedLen: 56,
   flags: 58,
+  seq: 60,
   data: 64,
   size: AEV_HEADER_SIZE + AEV_MAX_CAPTURE,
 } as const;
@@ -54,8 +64,17 @@ export const KernelStat = {
   Malformed: 7,
   Fragments: 8,
   NotAudio: 9,
+  TcpSegments: 10,
+  TcpRetransBytes: 11,
+  TcpOutOfOrder: 12,
+  TcpResync: 13,
+  TcpFlowsExpired: 14,
+  EncryptedFlows: 15,
+  EncryptedSegments: 16,
+  GsoChunks: 17,
+  GsoTruncated: 18,
 } as const;
-export const KERNEL_STAT_COUNT = 10;
+export const KERNEL_STAT_COUNT = 19;
 
 /**
  * The kernel's per-flow RTP state (map "rtp_flows", docs/signatures.md "What counts as RTP"):
@@ -77,6 +96,17 @@ export const RtpFlowLayout = { ssrc: 0, id: 4, state: 12, size: 16 } as const;
 /** enum aev_rtp_state: the verdict given to the flow's last RTP-looking payload. */
 export const RtpFlowState = { None: 0, Raw: 1, Rtp: 2 } as const;
 export type RtpFlowState = (typeof RtpFlowState)[keyof typeof RtpFlowState];
+
+/**
+ * The kernel's per observation point TCP stream state (map "tcp_flows", docs/tcp-streams.md):
+ * struct aev_tcp_key (the flow key, then where it was seen) and struct aev_tcp_flow.
+ */
+export const TcpKeyLayout = { flow: 0, ifindex: 40, direction: 44, size: 48 } as const;
+
+export const TcpFlowLayout = { lastSeenNs: 0, nextSeq: 8, flags: 12, size: 16 } as const;
+
+/** enum aev_tcp_state_flags. */
+export const TcpStateFlag = { Encrypted: 1, StartPending: 2 } as const;
 
 /** Byte offsets in struct sig_record (addon -> JavaScript batches). */
 export const SigRecordLayout = {

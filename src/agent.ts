@@ -185,13 +185,14 @@ export class Agent {
     const cs = this.correlator?.stats ?? { pending: 0, evictions: 0, expired: 0 };
     if (!c) return emptySnapshot(cs.pending, cs.evictions, cs.expired);
     const s = c.stats();
+    const k = s.kernel;
     return {
-      packetsInspected: s.kernel[KernelStat.Packets] ?? 0,
-      audioPackets: s.kernel[KernelStat.Audio] ?? 0,
+      packetsInspected: k[KernelStat.Packets] ?? 0,
+      audioPackets: k[KernelStat.Audio] ?? 0,
       eventsDelivered: s.ringbuf.records,
-      eventsLost: s.kernel[KernelStat.Lost] ?? 0,
-      payloadTruncated: s.kernel[KernelStat.Truncated] ?? 0,
-      packetsMalformed: s.kernel[KernelStat.Malformed] ?? 0,
+      eventsLost: k[KernelStat.Lost] ?? 0,
+      payloadTruncated: k[KernelStat.Truncated] ?? 0,
+      packetsMalformed: k[KernelStat.Malformed] ?? 0,
       flowsTracked: s.engine.streamsActive,
       flowsEvicted: s.engine.streamsEvicted,
       flowsExpired: s.engine.streamsExpired,
@@ -202,6 +203,14 @@ export class Agent {
       pendingSignatures: cs.pending,
       correlatorEvictions: cs.evictions,
       correlatorExpired: cs.expired,
+      tcpSegments: k[KernelStat.TcpSegments] ?? 0,
+      tcpRetransmittedBytes: k[KernelStat.TcpRetransBytes] ?? 0,
+      tcpOutOfOrder: k[KernelStat.TcpOutOfOrder] ?? 0,
+      tcpResyncs: k[KernelStat.TcpResync] ?? 0,
+      tcpFlowsExpired: k[KernelStat.TcpFlowsExpired] ?? 0,
+      encryptedFlows: k[KernelStat.EncryptedFlows] ?? 0,
+      encryptedSegments: k[KernelStat.EncryptedSegments] ?? 0,
+      gsoChunks: k[KernelStat.GsoChunks] ?? 0,
     };
   }
 
@@ -253,5 +262,13 @@ function emptySnapshot(pending: number, evictions: number, expired: number): Sel
     pendingSignatures: pending,
     correlatorEvictions: evictions,
     correlatorExpired: expired,
+    tcpSegments: 0,
+    tcpRetransmittedBytes: 0,
+    tcpOutOfOrder: 0,
+    tcpResyncs: 0,
+    tcpFlowsExpired: 0,
+    encryptedFlows: 0,
+    encryptedSegments: 0,
+    gsoChunks: 0,
   };
 }

@@ -27,8 +27,9 @@ export interface ClassifierOptions {
   algorithm: SignatureAlgorithm;
   windowSize: number;
   silenceThreshold: number;
-  /** MAX_FLOWS: streams of the signature engine, and flows in the kernel's RTP state map. */
+  /** MAX_FLOWS: streams of the signature engine, and flows in the kernel's RTP and TCP state maps. */
   maxFlows: number;
+  /** FLOW_TIMEOUT_MS: idle streams expire, in the signature engine and in the kernel's TCP state. */
   flowTimeoutMs: number;
   /** One call per batch: `count` packed sig_record; the view is valid only during the call. */
   onSignatures: (records: Uint8Array, count: number) => void;
@@ -60,7 +61,7 @@ export interface EngineStats {
 }
 
 export interface ClassifierStats {
-  /** Summed over CPUs, indexed by KernelStat (src/abi.ts). */
+  /** Summed over CPUs, indexed by KernelStat (src/abi.ts): KERNEL_STAT_COUNT, UDP and TCP. */
   kernel: number[];
   engine: EngineStats;
   /** batches: handed to onSignatures/onRawEvents; records: events consumed from the ring buffer. */
@@ -72,6 +73,12 @@ export interface ClassifierStats {
 export interface TestRunResult {
   retval: number; // TC_ACT_UNSPEC is -1
   durationNs: number; // per run, averaged by the kernel over `repeat`
+}
+
+/** One entry of the kernel's tcp_flows map: raw struct aev_tcp_key / aev_tcp_flow bytes (abi.ts). */
+export interface TcpFlowEntry {
+  key: Uint8Array;
+  value: Uint8Array;
 }
 
 /** What the addon exports; the default is loaded from native/build/Release/alt_native.node. */
@@ -103,6 +110,7 @@ export interface NativeClassifier {
   removeStale(name: string): number;
   stats(): ClassifierStats;
   testRun(prog: number, packet: Uint8Array, repeat: number): TestRunResult;
+  tcpFlows(): TcpFlowEntry[];
   drain(): Promise<void>;
   close(): void;
 }
@@ -349,6 +357,11 @@ export class Classifier {
       throw new TypeError('testRun: packet must be a Uint8Array');
     if (repeat < 1) throw new RangeError('testRun: repeat must be at least 1');
     return native('testRun', () => this.handle.testRun(id, packet, u32('repeat', repeat)));
+  }
+
+  /** Every TCP stream state the kernel holds (walks the map: diagnostics and tests, not per packet). */
+  tcpFlows(): TcpFlowEntry[] {
+    return native('tcpFlows', () => this.handle.tcpFlows());
   }
 
   /** Resolves once every event submitted so far has been consumed, signed and delivered. */

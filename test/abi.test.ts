@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import {
   AEV_HEADER_SIZE,
   AEV_MAX_CAPTURE,
+  AEV_MAX_CHUNKS,
   AudioEventLayout,
   Direction,
   Encoding,
@@ -25,6 +26,9 @@ import {
   RtpFlowState,
   SIG_RECORD_SIZE,
   SigRecordLayout,
+  TcpFlowLayout,
+  TcpKeyLayout,
+  TcpStateFlag,
 } from '../src/abi.js';
 
 // dist/test/abi.test.js -> repository root
@@ -49,6 +53,7 @@ const AUDIO_EVENT_FIELDS: readonly Field[] = [
   ['payload_len', 'payloadLen', 2],
   ['captured_len', 'capturedLen', 2],
   ['flags', 'flags', 2],
+  ['seq', 'seq', 4],
   ['data', 'data', AEV_MAX_CAPTURE],
 ];
 
@@ -82,6 +87,18 @@ const RTP_FLOW_FIELDS: readonly Field[] = [
   ['state', 'state', 1],
 ];
 
+const TCP_KEY_FIELDS: readonly Field[] = [
+  ['flow', 'flow', FlowKeyLayout.size],
+  ['ifindex', 'ifindex', 4],
+  ['direction', 'direction', 1],
+];
+
+const TCP_FLOW_FIELDS: readonly Field[] = [
+  ['last_seen_ns', 'lastSeenNs', 8],
+  ['next_seq', 'nextSeq', 4],
+  ['flags', 'flags', 4],
+];
+
 /** C enumerator, TypeScript value it must equal. */
 const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_DIR_INGRESS', Direction.Ingress],
@@ -94,6 +111,11 @@ const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_F_RTP', EventFlag.Rtp],
   ['AEV_F_TRUNCATED', EventFlag.Truncated],
   ['AEV_F_VLAN', EventFlag.Vlan],
+  ['AEV_F_STREAM_START', EventFlag.StreamStart],
+  ['AEV_F_GAP', EventFlag.Gap],
+  ['AEV_F_STREAM_END', EventFlag.StreamEnd],
+  ['AEV_F_CHUNK', EventFlag.Chunk],
+  ['AEV_MAX_CHUNKS', AEV_MAX_CHUNKS],
   ['AEV_STAT_PACKETS', KernelStat.Packets],
   ['AEV_STAT_UDP', KernelStat.Udp],
   ['AEV_STAT_PORT_MISS', KernelStat.PortMiss],
@@ -104,10 +126,21 @@ const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_STAT_MALFORMED', KernelStat.Malformed],
   ['AEV_STAT_FRAGMENTS', KernelStat.Fragments],
   ['AEV_STAT_NOT_AUDIO', KernelStat.NotAudio],
+  ['AEV_STAT_TCP_SEGMENTS', KernelStat.TcpSegments],
+  ['AEV_STAT_TCP_RETRANS_BYTES', KernelStat.TcpRetransBytes],
+  ['AEV_STAT_TCP_OUT_OF_ORDER', KernelStat.TcpOutOfOrder],
+  ['AEV_STAT_TCP_RESYNC', KernelStat.TcpResync],
+  ['AEV_STAT_TCP_FLOWS_EXPIRED', KernelStat.TcpFlowsExpired],
+  ['AEV_STAT_ENCRYPTED_FLOWS', KernelStat.EncryptedFlows],
+  ['AEV_STAT_ENCRYPTED_SEGMENTS', KernelStat.EncryptedSegments],
+  ['AEV_STAT_GSO_CHUNKS', KernelStat.GsoChunks],
+  ['AEV_STAT_GSO_TRUNCATED', KernelStat.GsoTruncated],
   ['AEV_STAT_MAX', KERNEL_STAT_COUNT],
   ['AEV_RTP_NONE', RtpFlowState.None],
   ['AEV_RTP_RAW', RtpFlowState.Raw],
   ['AEV_RTP_YES', RtpFlowState.Rtp],
+  ['AEV_TCP_ENCRYPTED', TcpStateFlag.Encrypted],
+  ['AEV_TCP_START_PENDING', TcpStateFlag.StartPending],
   ['AEV_MAX_CAPTURE', AEV_MAX_CAPTURE],
   ['AEV_HEADER_SIZE', AEV_HEADER_SIZE],
   ['PORT_MAP_WORDS', PORT_MAP_WORDS],
@@ -124,6 +157,8 @@ interface CAbi {
   aev_config: CLayout;
   aev_flow_key: CLayout;
   aev_rtp_flow: CLayout;
+  aev_tcp_key: CLayout;
+  aev_tcp_flow: CLayout;
   values: Record<string, number>;
 }
 
@@ -153,11 +188,13 @@ function cProgram(): string {
     'int main(void)',
     '{',
     '  printf("{");',
-    cLayout('audio_event', [...AUDIO_EVENT_FIELDS.map(([c]) => c), '_pad']),
+    cLayout('audio_event', [...AUDIO_EVENT_FIELDS.map(([c]) => c)]),
     cLayout('sig_record', [...SIG_RECORD_FIELDS.map(([c]) => c), '_pad']),
     cLayout('aev_config', ['all_ports', '_pad']),
     cLayout('aev_flow_key', [...FLOW_KEY_FIELDS.map(([c]) => c), '_pad']),
     cLayout('aev_rtp_flow', [...RTP_FLOW_FIELDS.map(([c]) => c), '_pad']),
+    cLayout('aev_tcp_key', [...TCP_KEY_FIELDS.map(([c]) => c), '_pad']),
+    cLayout('aev_tcp_flow', [...TCP_FLOW_FIELDS.map(([c]) => c)]),
     '  printf("\\"values\\":{");',
     ...values,
     '  printf("}}\\n");',
@@ -204,9 +241,12 @@ test('struct audio_event matches AudioEventLayout', () => {
     AEV_HEADER_SIZE,
     'AEV_HEADER_SIZE is offsetof(data)',
   );
-  // The explicit padding ends exactly where data starts: no hidden compiler padding.
-  const pad = abi.audio_event.fields._pad;
-  assert.equal(pad.offset + pad.size, AEV_HEADER_SIZE);
+  // The header's fields cover every byte before data: no hidden compiler padding.
+  const header = AUDIO_EVENT_FIELDS.filter(([c]) => c !== 'data');
+  const covered = header.reduce((n, [c]) => n + abi.audio_event.fields[c].size, 0);
+  assert.equal(covered, AEV_HEADER_SIZE);
+  const seq = abi.audio_event.fields.seq;
+  assert.equal(seq.offset + seq.size, AEV_HEADER_SIZE, 'seq (the old _pad word) ends the header');
 });
 
 test('struct sig_record matches SigRecordLayout', () => {
@@ -235,6 +275,20 @@ test('struct aev_flow_key and struct aev_rtp_flow match their layouts, with no h
     const covered = Object.values(c.fields).reduce((n, f) => n + f.size, 0);
     assert.equal(covered, layout.size, 'fields and explicit padding cover every byte');
   }
+});
+
+test('struct aev_tcp_key and struct aev_tcp_flow match their layouts, with no hidden padding', () => {
+  for (const [c, fields, layout] of [
+    [abi.aev_tcp_key, TCP_KEY_FIELDS, TcpKeyLayout],
+    [abi.aev_tcp_flow, TCP_FLOW_FIELDS, TcpFlowLayout],
+  ] as const) {
+    checkFields(c, fields, layout);
+    assert.equal(c.size, layout.size);
+    const covered = Object.values(c.fields).reduce((n, f) => n + f.size, 0);
+    assert.equal(covered, layout.size, 'fields and explicit padding cover every byte');
+  }
+  // The key embeds struct aev_flow_key whole: its own layout (checked above) applies inside.
+  assert.equal(abi.aev_tcp_key.fields.flow.size, abi.aev_flow_key.size);
 });
 
 test('enum values and constants match abi.ts', () => {

@@ -415,15 +415,18 @@ test('non-audio ports: no event, PORT_MISS counted, payload never read', async (
   }
 });
 
-test('non-IP and non-UDP frames pass uncounted beyond PACKETS', async (t) => {
+test('non-IP and non-UDP/TCP frames pass uncounted beyond PACKETS', async (t) => {
   const h = harness(t);
   if (!h) return;
   const arp = buildUdpPacket({ payload: rawAudio(28) });
   arp[12] = 0x08;
   arp[13] = 0x06;
-  const tcp = buildUdpPacket({ payload: rawAudio(28) });
-  tcp[14 + 9] = 6; // protocol TCP
-  for (const pkt of [arp, tcp]) {
+  // TCP is parsed too (test/classifier-tcp.test.ts): SCTP and ICMP stand for the rest.
+  const sctp = buildUdpPacket({ payload: rawAudio(28) });
+  sctp[14 + 9] = 132;
+  const icmp = buildUdpPacket({ payload: rawAudio(28) });
+  icmp[14 + 9] = 1;
+  for (const pkt of [arp, sctp, icmp]) {
     const r = await h.run(pkt);
     assert.equal(r.retval, TC_ACT_UNSPEC);
     assert.equal(r.events.length, 0);

@@ -46,6 +46,14 @@ const SNAPSHOT: SelfStatsSnapshot = {
   pendingSignatures: 5,
   correlatorEvictions: 0,
   correlatorExpired: 4,
+  tcpSegments: 10,
+  tcpRetransmittedBytes: 0,
+  tcpOutOfOrder: 0,
+  tcpResyncs: 0,
+  tcpFlowsExpired: 0,
+  encryptedFlows: 0,
+  encryptedSegments: 0,
+  gsoChunks: 0,
 };
 
 function otlpOptions(url: string, overrides: Partial<OtlpExportOptions> = {}): OtlpExportOptions {

@@ -45,6 +45,14 @@ const SNAPSHOT: SelfStatsSnapshot = {
   pendingSignatures: 17,
   correlatorEvictions: 8,
   correlatorExpired: 13,
+  tcpSegments: 501,
+  tcpRetransmittedBytes: 8192,
+  tcpOutOfOrder: 3,
+  tcpResyncs: 2,
+  tcpFlowsExpired: 1,
+  encryptedFlows: 1,
+  encryptedSegments: 9,
+  gsoChunks: 40,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -238,25 +246,37 @@ describe('Prometheus endpoint', () => {
 
   it('lists every self metric of the brief, with the audio_tracker_ prefix', () => {
     const names = [...expo.types.keys()].filter((n) => n.startsWith('audio_tracker_'));
-    assert.deepEqual(names.sort(), [
-      'audio_tracker_audio_packets_total',
-      'audio_tracker_bpf_run_count_total',
-      'audio_tracker_bpf_run_time_seconds_total',
-      'audio_tracker_correlator_evictions_total',
-      'audio_tracker_correlator_expired_total',
-      'audio_tracker_events_delivered_total',
-      'audio_tracker_events_lost_total',
-      'audio_tracker_flows_evicted_total',
-      'audio_tracker_flows_expired_total',
-      'audio_tracker_flows_tracked',
-      'audio_tracker_interfaces_attached',
-      'audio_tracker_otlp_export_failures_total',
-      'audio_tracker_packets_inspected_total',
-      'audio_tracker_packets_malformed_total',
-      'audio_tracker_payload_truncated_total',
-      'audio_tracker_pending_signatures',
-      'audio_tracker_windows_silent_total',
-    ]);
+    assert.deepEqual(
+      names.sort(),
+      [
+        'audio_tracker_audio_packets_total',
+        'audio_tracker_bpf_run_count_total',
+        'audio_tracker_bpf_run_time_seconds_total',
+        'audio_tracker_correlator_evictions_total',
+        'audio_tracker_correlator_expired_total',
+        'audio_tracker_events_delivered_total',
+        'audio_tracker_events_lost_total',
+        'audio_tracker_flows_evicted_total',
+        'audio_tracker_flows_expired_total',
+        'audio_tracker_flows_tracked',
+        'audio_tracker_interfaces_attached',
+        'audio_tracker_otlp_export_failures_total',
+        'audio_tracker_packets_inspected_total',
+        'audio_tracker_packets_malformed_total',
+        'audio_tracker_payload_truncated_total',
+        'audio_tracker_pending_signatures',
+        'audio_tracker_windows_silent_total',
+        // TCP streams (issue 3)
+        'audio_tracker_encrypted_flows_total',
+        'audio_tracker_encrypted_segments_total',
+        'audio_tracker_gso_chunks_total',
+        'audio_tracker_tcp_flows_expired_total',
+        'audio_tracker_tcp_out_of_order_segments_total',
+        'audio_tracker_tcp_resyncs_total',
+        'audio_tracker_tcp_retransmitted_bytes_total',
+        'audio_tracker_tcp_segments_total',
+      ].sort(),
+    );
   });
 
   it('serves hop latency with the configured buckets, counts and sums per pod pair', () => {

@@ -3,6 +3,7 @@
  *
  *   buildUdpPacket(opts): Uint8Array            the frame, from the Ethernet header
  *   buildUdpPacketLayout(opts): BuiltPacket     the frame plus where each layer and the audio start
+ *   buildTcpPacket(opts): BuiltTcpPacket        a TCP segment (flags, seq, ack, options, payload)
  *   rtpHeader(opts): Uint8Array                 an RTP header (12 bytes + CSRCs + extension)
  *   rtcpPayload(opts): Uint8Array               an RTCP packet, as rtcp-mux puts it on the RTP port
  *   new RtpFlowRule().classify(udpPayload)      what the classifier makes of each payload of a flow
@@ -90,6 +91,7 @@ export interface BuiltPacket {
 const ETH_P_IP = 0x0800;
 const ETH_P_IPV6 = 0x86dd;
 const IPPROTO_UDP = 17;
+const IPPROTO_TCP = 6;
 const EXT_PROTO: Readonly<Record<Ipv6ExtType, number>> = {
   hop: 0,
   routing: 43,
@@ -207,7 +209,7 @@ function ethernet(o: UdpPacketOptions, ethertype: number): Uint8Array {
   return w.u16(ethertype).done();
 }
 
-function ipv4Header(o: UdpPacketOptions, l4Length: number): Uint8Array {
+function ipv4Header(o: UdpPacketOptions, l4Length: number, protocol = IPPROTO_UDP): Uint8Array {
   const opts = o.ipv4Options ?? new Uint8Array(0);
   const optLen = Math.ceil(opts.length / 4) * 4;
   const hlen = 20 + optLen;
@@ -219,7 +221,7 @@ function ipv4Header(o: UdpPacketOptions, l4Length: number): Uint8Array {
     .u16(0x1234)
     .u16(frag)
     .u8(o.ttl ?? 64)
-    .u8(IPPROTO_UDP)
+    .u8(protocol)
     .u16(0)
     .bytes(ipv4Bytes(o.src ?? '10.0.0.1'))
     .bytes(ipv4Bytes(o.dst ?? '10.0.0.2'))
@@ -232,10 +234,13 @@ function ipv4Header(o: UdpPacketOptions, l4Length: number): Uint8Array {
   return h;
 }
 
-function ipv6ExtChain(exts: readonly Ipv6ExtHeader[]): { bytes: Uint8Array; first: number } {
+function ipv6ExtChain(
+  exts: readonly Ipv6ExtHeader[],
+  protocol = IPPROTO_UDP,
+): { bytes: Uint8Array; first: number } {
   const w = new Writer();
   exts.forEach((e, i) => {
-    const next = i + 1 < exts.length ? EXT_PROTO[exts[i + 1].type] : IPPROTO_UDP;
+    const next = i + 1 < exts.length ? EXT_PROTO[exts[i + 1].type] : protocol;
     if (e.type === 'fragment') {
       const off = ((e.fragmentOffset ?? 0) << 3) | (e.moreFragments ? 1 : 0);
       w.u8(next).u8(0).u16(off).u32(0xa17a17);
@@ -256,7 +261,7 @@ function ipv6ExtChain(exts: readonly Ipv6ExtHeader[]): { bytes: Uint8Array; firs
         .zeros(len - 4);
     }
   });
-  return { bytes: w.done(), first: exts.length ? EXT_PROTO[exts[0].type] : IPPROTO_UDP };
+  return { bytes: w.done(), first: exts.length ? EXT_PROTO[exts[0].type] : protocol };
 }
 
 export function buildUdpPacketLayout(o: UdpPacketOptions): BuiltPacket {
@@ -440,4 +445,97 @@ export class RtpFlowRule {
     this.flow = { state: rtp ? 'rtp' : 'raw', ssrc, id0, id1 };
     return rtp;
   }
+}
+
+export const TcpFlag = {
+  Fin: 0x01,
+  Syn: 0x02,
+  Rst: 0x04,
+  Psh: 0x08,
+  Ack: 0x10,
+} as const;
+
+export type TcpPacketOptions = Omit<UdpPacketOptions, 'udpLength' | 'rtp'> & {
+  seq?: number; // default 1000, taken modulo 2^32
+  ack?: number; // default 1
+  flags?: number; // TcpFlag bits; default ACK | PSH
+  window?: number;
+  /** TCP options: raw bytes, padded with zeros (end of list) to a multiple of 4. */
+  tcpOptions?: Uint8Array;
+  dataOffset?: number; // overrides the computed data offset (32-bit words)
+};
+
+export interface BuiltTcpPacket {
+  bytes: Uint8Array;
+  l3Offset: number;
+  l4Offset: number;
+  /** Where the segment's payload starts and how long it is. */
+  payloadOffset: number;
+  payloadLength: number;
+}
+
+/**
+ * A TCP segment in a frame (IPv4 or IPv6, with the same L2/L3 options as UDP). The IP length
+ * fields may exceed what a real MTU allows: a GSO/GRO super-packet of up to 64 KB is one frame.
+ */
+export function buildTcpPacket(o: TcpPacketOptions): BuiltTcpPacket {
+  const family = o.family ?? 4;
+  const payload = o.payload ?? new Uint8Array(0);
+  const opts = o.tcpOptions ?? new Uint8Array(0);
+  const optLen = Math.ceil(opts.length / 4) * 4;
+  const hlen = 20 + optLen;
+  const src = family === 4 ? ipv4Bytes(o.src ?? '10.0.0.1') : ipv6Bytes(o.src ?? 'fd00::1');
+  const dst = family === 4 ? ipv4Bytes(o.dst ?? '10.0.0.2') : ipv6Bytes(o.dst ?? 'fd00::2');
+  const tcp = new Writer()
+    .u16(o.sport ?? 40000)
+    .u16(o.dport ?? 5004)
+    .u32((o.seq ?? 1000) >>> 0)
+    .u32((o.ack ?? 1) >>> 0)
+    .u8(((o.dataOffset ?? hlen / 4) & 0x0f) << 4)
+    .u8(o.flags ?? TcpFlag.Ack | TcpFlag.Psh)
+    .u16(o.window ?? 65535)
+    .u16(0) // checksum, below
+    .u16(0) // urgent pointer
+    .bytes(opts)
+    .zeros(optLen - opts.length)
+    .bytes(payload)
+    .done();
+  const pseudo =
+    family === 4
+      ? new Writer().bytes(src).bytes(dst).u8(0).u8(IPPROTO_TCP).u16(tcp.length).done()
+      : new Writer().bytes(src).bytes(dst).u32(tcp.length).zeros(3).u8(IPPROTO_TCP).done();
+  const sum = checksum(pseudo, tcp);
+  tcp[16] = sum >>> 8;
+  tcp[17] = sum & 0xff;
+  let l3: Uint8Array;
+  if (family === 4) {
+    l3 = ipv4Header(o, tcp.length, IPPROTO_TCP);
+  } else {
+    const chain = ipv6ExtChain(o.ipv6Ext ?? [], IPPROTO_TCP);
+    const fixed = new Writer()
+      .u32(0x60000000)
+      .u16(o.ipTotalLength ?? chain.bytes.length + tcp.length)
+      .u8(chain.first)
+      .u8(o.ttl ?? 64)
+      .bytes(src)
+      .bytes(dst)
+      .done();
+    l3 = new Writer().bytes(fixed).bytes(chain.bytes).done();
+  }
+  const eth = ethernet(o, family === 4 ? ETH_P_IP : ETH_P_IPV6);
+  const bytes = new Writer().bytes(eth).bytes(l3).bytes(tcp).done();
+  const l3Offset = eth.length;
+  const l4Offset = l3Offset + l3.length;
+  return {
+    bytes,
+    l3Offset,
+    l4Offset,
+    payloadOffset: l4Offset + hlen,
+    payloadLength: payload.length,
+  };
+}
+
+/** Typical options of a data segment: NOP, NOP, timestamps (12 bytes). */
+export function tcpTimestampOption(tsval: number, tsecr: number): Uint8Array {
+  return new Writer().u8(1).u8(1).u8(8).u8(10).u32(tsval).u32(tsecr).done();
 }
