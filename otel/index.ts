@@ -22,3 +22,8 @@ export {
 } from './otlp-exporter.js';
 export { parseOtlpHeaders, validateOtlpHeaders } from './otlp-headers.js';
 export { buildAgentResource, type AgentResourceOptions } from './resource.js';
+export {
+  K8sResourceDetector,
+  k8sResourceDetector,
+  type K8sResourceDetectorOptions,
+} from './k8s-resource-detector.js';

@@ -17,6 +17,7 @@ import { SampleLogger } from './sample-log.js';
 import { KernelStat } from './abi.js';
 import {
   createMeterPipeline,
+  K8sResourceDetector,
   type MeterPipeline,
   type MeterPipelineOptions,
   type SelfStatsSnapshot,
@@ -138,6 +139,8 @@ export class Agent {
             ? 'exponential'
             : 'explicit',
       },
+      // Outside a pod the detector finds nothing unless Kubernetes is enabled explicitly.
+      detectors: [new K8sResourceDetector(config.k8s.enabled ? { inKubernetes: true } : {})],
       ready: () => this.ready,
       onExportError: (err) => failures.warn('OTLP export failed', { error: err.message }),
     };
