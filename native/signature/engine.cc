@@ -17,6 +17,7 @@
 #include "gear.h"
 #include "rolling_hash.h"
 #include "silence.h"
+#include "stream_framing.h"
 #include "stream_table.h"
 #include "xxh64.h"
 
@@ -29,6 +30,18 @@ constexpr uint32_t kMaxWindow = 4096;
 constexpr uint32_t kMaxOpenWindows = 16;
 /* Bounds the index table (8 bytes per stream) against a nonsense MAX_FLOWS. */
 constexpr uint32_t kMaxStreams = 1u << 22;
+/* Framing output gathered before anchoring (a flush when full changes nothing). */
+constexpr size_t kTcpOutBuf = 4096;
+constexpr uint8_t kIpprotoTcp = 6;
+
+/* TCP only (docs/tcp-streams.md): the framing layer and sequence tracking. */
+struct TcpState {
+	StreamFraming framing;
+	bool fresh = true; /* no event since the stream (re)started: sniff from scratch */
+	bool seq_known = false;
+	uint8_t align_base = 0; /* parity of the audio offset of position 0 after a restart */
+	uint32_t next_seq = 0;
+};
 
 struct OpenWindow {
 	uint64_t anchor; /* stream position of the anchor byte; window is anchor+1..anchor+W */
@@ -44,13 +57,25 @@ struct StreamState {
 	OpenWindow win[kMaxOpenWindows];
 	/* Last ring_cap bytes before pos; allocated once per slot, kept across reuse. */
 	std::unique_ptr<uint8_t[]> ring;
+	/* Allocated on the slot's first TCP event, kept across reuse. */
+	std::unique_ptr<TcpState> tcp;
 
-	void reset()
+	/* The audio stream starts over: Gear warm-up from zero, open windows dropped. */
+	void restart()
 	{
 		h = 0;
 		pos = 0;
 		win_head = 0;
 		win_count = 0;
+	}
+
+	void reset()
+	{
+		restart();
+		if (tcp) {
+			tcp->fresh = true;
+			tcp->seq_known = false;
+		}
 	}
 };
 
@@ -93,12 +118,14 @@ struct SignatureEngine::Impl {
 	uint32_t ring_cap;
 	StreamTable<StreamState> table;
 	std::vector<uint8_t> scratch; /* a straddling window, made contiguous */
+	std::vector<uint8_t> tcp_out; /* framing output of one event */
 	EngineStats st{};
 
 	explicit Impl(const EngineConfig &c)
 		: cfg(c), window(clamp_window(c.window_size)), mask(anchor_mask(window)),
 		  ring_cap(pow2_at_least(window)),
-		  table(std::min(std::max(c.max_streams, 1u), kMaxStreams)), scratch(window)
+		  table(std::min(std::max(c.max_streams, 1u), kMaxStreams)), scratch(window),
+		  tcp_out(kTcpOutBuf)
 	{
 		cfg.window_size = window;
 	}
@@ -118,7 +145,9 @@ struct SignatureEngine::Impl {
 
 	uint32_t stream_for(const struct audio_event *ev);
 	void consume(StreamState &s, const struct audio_event *ev, const uint8_t *d, size_t n,
-		     std::vector<struct sig_record> &out);
+		     uint8_t enc, uint32_t align_base, std::vector<struct sig_record> &out);
+	void ingest_tcp(uint32_t id, const struct audio_event *ev, size_t n,
+			std::vector<struct sig_record> &out);
 	void complete(StreamState &s, const struct audio_event *ev, const uint8_t *d, uint64_t base,
 		      std::vector<struct sig_record> &out);
 	void append_ring(StreamState &s, const uint8_t *d, size_t n);
@@ -208,8 +237,12 @@ void SignatureEngine::Impl::complete(StreamState &s, const struct audio_event *e
 	st.signatures++;
 }
 
+/* Anchor and sign audio bytes. An anchor at stream position q gets the sample
+ * alignment (q + 1 + align_base) & 1: for UDP align_base is the packet's start
+ * position (the alignment counts from the packet), for TCP the parity of the
+ * stream's audio offset. */
 void SignatureEngine::Impl::consume(StreamState &s, const struct audio_event *ev,
-				    const uint8_t *d, size_t n,
+				    const uint8_t *d, size_t n, uint8_t enc, uint32_t align_base,
 				    std::vector<struct sig_record> &out)
 {
 	const uint64_t base = s.pos;
@@ -247,8 +280,8 @@ void SignatureEngine::Impl::consume(StreamState &s, const struct audio_event *ev
 			} else {
 				OpenWindow &w = s.win[(s.win_head + s.win_count) % kMaxOpenWindows];
 				w.anchor = q;
-				w.encoding = ev->encoding;
-				w.align = (uint8_t)(i & 1); /* (offset + 1) & 1 */
+				w.encoding = enc;
+				w.align = (uint8_t)((q + 1 + align_base) & 1);
 				s.win_count++;
 			}
 		}
@@ -289,8 +322,87 @@ void SignatureEngine::ingest(const struct audio_event *ev, size_t len,
 	uint32_t id = impl_->stream_for(ev);
 
 	impl_->st.bytes += n;
+	if (ev->protocol == kIpprotoTcp) {
+		impl_->ingest_tcp(id, ev, n, out);
+		return;
+	}
+	StreamState &s = impl_->table.slot(id).value;
 	if (n)
-		impl_->consume(impl_->table.slot(id).value, ev, ev->data, n, out);
+		impl_->consume(s, ev, ev->data, n, ev->encoding, (uint32_t)(s.pos & 1), out);
+}
+
+namespace {
+
+struct FlushCtx {
+	SignatureEngine::Impl *im;
+	StreamState *s;
+	const struct audio_event *ev;
+	std::vector<struct sig_record> *out;
+};
+
+} // namespace
+
+/* docs/tcp-streams.md: flags restart or end the stream, the framing turns its
+ * bytes into audio bytes, and those are anchored as any stream's. */
+void SignatureEngine::Impl::ingest_tcp(uint32_t id, const struct audio_event *ev, size_t n,
+				       std::vector<struct sig_record> &out)
+{
+	StreamState &s = table.slot(id).value;
+
+	if (!s.tcp) {
+		s.tcp.reset(new TcpState());
+		s.tcp->framing.reset();
+	}
+	TcpState &t = *s.tcp;
+
+	if ((ev->flags & AEV_F_STREAM_START) || t.fresh) {
+		t.framing.reset();
+		s.restart();
+		t.align_base = 0;
+		t.fresh = false;
+	} else {
+		bool gap = ev->flags & AEV_F_GAP;
+		int64_t missing = -1;
+
+		if (t.seq_known) {
+			int32_t d = (int32_t)(ev->seq - t.next_seq);
+			if (d)
+				gap = true; /* also a lost ring-buffer event */
+			if (d > 0)
+				missing = d;
+		}
+		if (gap) {
+			int64_t skipped = t.framing.gap(missing);
+			uint64_t pos = s.pos;
+
+			s.restart();
+			t.align_base = skipped >= 0 ? (uint8_t)((t.align_base + pos + (uint64_t)skipped) & 1)
+						    : 0;
+			st.stream_restarts++;
+		}
+	}
+	t.seq_known = true;
+	t.next_seq = ev->seq + (uint32_t)n;
+
+	FlushCtx ctx{ this, &s, ev, &out };
+	AudioSink sink{ tcp_out.data(), tcp_out.size(), 0, ev->encoding,
+			[](void *c, const uint8_t *d, size_t len, uint8_t enc) {
+				FlushCtx *x = static_cast<FlushCtx *>(c);
+				x->im->consume(*x->s, x->ev, d, len, enc, x->s->tcp->align_base,
+					       *x->out);
+			},
+			&ctx };
+
+	t.framing.push(ev->data, n, ev->encoding, ev->flags & AEV_F_CHUNK, sink);
+	if (ev->flags & AEV_F_STREAM_END) {
+		t.framing.end(ev->encoding, sink);
+		sink.flush();
+		/* The stream is over: its state goes, a later stream on the tuple is new. */
+		table.erase(id);
+		st.streams_ended++;
+		return;
+	}
+	sink.flush();
 }
 
 void SignatureEngine::expire(uint64_t now_ns)

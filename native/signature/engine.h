@@ -32,6 +32,9 @@ struct EngineConfig {
 struct EngineStats {
 	uint64_t streams_active, streams_created, streams_evicted, streams_expired;
 	uint64_t bytes, windows, windows_silent, signatures, anchors_dropped;
+	/* TCP: restarts after a gap (AEV_F_GAP or an unexpected sequence number),
+	 * streams dropped after AEV_F_STREAM_END */
+	uint64_t stream_restarts, streams_ended;
 };
 
 class SignatureEngine {
@@ -48,8 +51,9 @@ public:
 	void expire(uint64_t now_ns); // drop streams idle longer than the timeout
 	EngineStats stats() const;
 
+	struct Impl; /* public so engine.cc's helpers can name it; opaque elsewhere */
+
 private:
-	struct Impl;
 	std::unique_ptr<Impl> impl_;
 };
 

@@ -17,6 +17,7 @@ export {
   MIN_DISTINCT_BYTES,
 } from './silence.js';
 export {
+  IPPROTO_TCP,
   MAX_OPEN_WINDOWS,
   MAX_WINDOW_SIZE,
   MIN_WINDOW_SIZE,
@@ -25,9 +26,19 @@ export {
   StreamSigner,
 } from './stream-signer.js';
 export type {
+  PushOptions,
   ReferenceSignature,
   SignatureAlgorithm,
   SignerConfig,
   SignerStats,
 } from './stream-signer.js';
 export { xxh64 } from './xxh64.js';
+export { MIN_TEXT_RUN, TextAudioDecoder } from './text-decoder.js';
+export {
+  mostlyPrintable,
+  Mode as FramingMode,
+  SNIFF_BYTES,
+  StreamFraming,
+} from './stream-framing.js';
+export { WebSocketFrames, wsHeaderSize, wsPayloadLength } from './websocket.js';
+export { ChunkedDecoder, HttpHead, HTTP_MAX_HEAD } from './http.js';

@@ -4,11 +4,13 @@
  * production path and must produce the same values; this one favours
  * clarity (one byte at a time) while staying fast enough for tests.
  */
+import { EventFlag } from '../abi.js';
 import type { Encoding } from '../abi.js';
 import { crc32 } from './crc32.js';
 import { anchorBits, GEAR_HI, GEAR_LO, GEAR_SPAN } from './gear.js';
 import { rollingHash } from './rolling-hash.js';
 import { isSilentWindow } from './silence.js';
+import { StreamFraming } from './stream-framing.js';
 import { xxh64 } from './xxh64.js';
 
 export type SignatureAlgorithm = 'xxhash' | 'crc32' | 'rolling_hash';
@@ -32,6 +34,22 @@ export interface SignerStats {
   windowsSilent: number;
   signatures: number;
   anchorsDropped: number;
+  /** TCP: restarts after a gap (AEV_F_GAP or a sequence number other than the expected one). */
+  restarts: number;
+}
+
+export const IPPROTO_TCP = 6;
+
+/** What an event says beyond its bytes (struct audio_event). Without protocol: UDP. */
+export interface PushOptions {
+  protocol?: number;
+  flags?: number; // EventFlag bits
+  /**
+   * TCP sequence number of the first byte. Optional: with it, bytes missing before a gap are
+   * counted (a gap inside a WebSocket or chunked payload is skipped exactly) and an event that
+   * does not continue the previous one is a gap even without AEV_F_GAP (a lost ring-buffer event).
+   */
+  seq?: number;
 }
 
 export const MIN_WINDOW_SIZE = 32;
@@ -74,6 +92,7 @@ export class StreamSigner {
     windowsSilent: 0,
     signatures: 0,
     anchorsDropped: 0,
+    restarts: 0,
   };
   private readonly cfg: SignerConfig;
   private readonly bits: number;
@@ -86,6 +105,12 @@ export class StreamSigner {
   private hHi = 0;
   private hLo = 0;
   private pos = 0; // bytes consumed = position of the next byte
+  // TCP (docs/tcp-streams.md): the framing layer, created on the first TCP event.
+  private framing: StreamFraming | null = null;
+  private fresh = true; // no TCP event since the start (or the end) of the stream
+  private nextSeq = 0;
+  private seqKnown = false;
+  private alignBase = 0; // parity of the audio offset of stream position 0 after a restart
 
   constructor(cfg: SignerConfig) {
     validate(cfg);
@@ -97,9 +122,85 @@ export class StreamSigner {
     this.window = new Uint8Array(cfg.windowSize);
   }
 
-  /** Consume one packet's audio bytes; returns the signatures of the windows it completed. */
-  push(encoding: Encoding, audio: Uint8Array, tsNs: number): ReferenceSignature[] {
+  /**
+   * Consume one event's bytes; returns the signatures of the windows it completed. UDP (no
+   * options, or a protocol other than TCP): the bytes are audio, as they are. TCP: they go through
+   * the stream's framing first, and the flags restart or end the stream.
+   */
+  push(
+    encoding: Encoding,
+    audio: Uint8Array,
+    tsNs: number,
+    opts?: PushOptions,
+  ): ReferenceSignature[] {
     const out: ReferenceSignature[] = [];
+    this.stats.bytes += audio.length;
+    if (opts?.protocol === IPPROTO_TCP) this.pushTcp(encoding, audio, tsNs, opts, out);
+    else this.consume(encoding, audio, tsNs, this.pos & 1, out);
+    return out;
+  }
+
+  private pushTcp(
+    encoding: Encoding,
+    data: Uint8Array,
+    tsNs: number,
+    opts: PushOptions,
+    out: ReferenceSignature[],
+  ): void {
+    const flags = opts.flags ?? 0;
+    const framing = (this.framing ??= new StreamFraming());
+    if (flags & EventFlag.StreamStart || this.fresh) {
+      framing.reset();
+      this.restart(0);
+      this.fresh = false;
+    } else {
+      let gap = (flags & EventFlag.Gap) !== 0;
+      let missing = -1;
+      if (opts.seq !== undefined && this.seqKnown) {
+        const d = (opts.seq - this.nextSeq) | 0;
+        if (d !== 0) gap = true;
+        if (d > 0) missing = d;
+      }
+      if (gap) {
+        const skipped = framing.gap(missing);
+        this.restart(skipped >= 0 ? (this.alignBase + this.pos + skipped) & 1 : 0);
+        this.stats.restarts++;
+      }
+    }
+    this.seqKnown = opts.seq !== undefined;
+    if (opts.seq !== undefined) this.nextSeq = (opts.seq + data.length) >>> 0;
+
+    const pieces = new Pieces();
+    framing.push(data, encoding, (flags & EventFlag.Chunk) !== 0, pieces.add);
+    if (flags & EventFlag.StreamEnd) {
+      framing.end(pieces.add);
+      this.fresh = true; // the stream's state is dropped: what follows is a new stream
+    }
+    for (const p of pieces.list)
+      this.consume(p.encoding as Encoding, Uint8Array.from(p.bytes), tsNs, this.alignBase, out);
+  }
+
+  /** The audio stream starts over: Gear warm-up from zero, open windows dropped. */
+  private restart(alignBase: number): void {
+    this.hHi = 0;
+    this.hLo = 0;
+    this.pos = 0;
+    this.open.length = 0;
+    this.alignBase = alignBase;
+  }
+
+  /**
+   * Anchor and sign audio bytes. An anchor at stream position q gets the sample alignment
+   * (q + 1 + alignBase) & 1: for UDP alignBase is the packet's start position (so the alignment
+   * counts from the packet), for TCP the parity of the stream's audio offset.
+   */
+  private consume(
+    encoding: Encoding,
+    audio: Uint8Array,
+    tsNs: number,
+    alignBase: number,
+    out: ReferenceSignature[],
+  ): void {
     const W = this.cfg.windowSize;
     const shift = 32 - this.bits;
     let hi = this.hHi;
@@ -119,13 +220,12 @@ export class StreamSigner {
         const sig = this.complete(this.open.shift() as OpenWindow, q, tsNs);
         if (sig) out.push(sig);
       }
-      if (hi >>> shift === 0 && q + 1 >= GEAR_SPAN) this.anchor(q, encoding, (i + 1) & 1);
+      if (hi >>> shift === 0 && q + 1 >= GEAR_SPAN)
+        this.anchor(q, encoding, (q + 1 + alignBase) & 1);
     }
 
     this.hHi = hi;
     this.hLo = lo;
-    this.stats.bytes += audio.length;
-    return out;
   }
 
   private anchor(q: number, encoding: Encoding, align: number): void {
@@ -154,18 +254,29 @@ export class StreamSigner {
   }
 }
 
+/** One event's decoded bytes, in runs of one encoding. */
+class Pieces {
+  readonly list: Array<{ encoding: number; bytes: number[] }> = [];
+  readonly add = (encoding: number, b: number): void => {
+    const last = this.list[this.list.length - 1];
+    if (last && last.encoding === encoding) last.bytes.push(b);
+    else this.list.push({ encoding, bytes: [b] });
+  };
+}
+
 /**
  * Sign a sequence of packets of one stream. A packet without tsNs is stamped
  * with its index in the sequence, so tests can tell which packet completed a window.
  */
 export function signPackets(
   cfg: SignerConfig,
-  packets: ReadonlyArray<{ encoding: Encoding; audio: Uint8Array; tsNs?: number }>,
+  packets: ReadonlyArray<{ encoding: Encoding; audio: Uint8Array; tsNs?: number } & PushOptions>,
 ): ReferenceSignature[] {
   const signer = new StreamSigner(cfg);
   const out: ReferenceSignature[] = [];
   packets.forEach((p, index) => {
-    for (const s of signer.push(p.encoding, p.audio, p.tsNs ?? index)) out.push(s);
+    const opts = { protocol: p.protocol, flags: p.flags, seq: p.seq };
+    for (const s of signer.push(p.encoding, p.audio, p.tsNs ?? index, opts)) out.push(s);
   });
   return out;
 }
