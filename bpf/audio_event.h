@@ -88,7 +88,9 @@ enum aev_stat {
 	AEV_STAT_ENCRYPTED_SEGMENTS = 16,/* segments skipped as encrypted */
 	AEV_STAT_GSO_CHUNKS = 17,        /* extra events from super-packets */
 	AEV_STAT_GSO_TRUNCATED = 18,     /* super-packets beyond AEV_MAX_CHUNKS */
-	AEV_STAT_MAX = 19,
+	AEV_STAT_BULK_FLOWS = 19,        /* streams marked bulk (faster than audio) */
+	AEV_STAT_BULK_SEGMENTS = 20,     /* segments of bulk streams skipped */
+	AEV_STAT_MAX = 21,
 };
 
 /* Single-entry array "config", written before attach. */
@@ -145,12 +147,22 @@ enum aev_tcp_state_flags {
 	AEV_TCP_ENCRYPTED = 1 << 0,     /* TLS or SSH: skipped early */
 	AEV_TCP_START_PENDING = 1 << 1, /* no data yet (SYN only): the next
 					 * event carries AEV_F_STREAM_START */
+	AEV_TCP_BULK = 1 << 2, /* faster than any audio: skipped early */
 };
+
+/* A TCP stream that carries more new bytes than this within one second is
+ * no audio stream (48 kHz, 8 channels, 24 bits is 1.15 MB/s): a bulk
+ * transfer that happens to use an audio port (or AUDIO_PORTS=all). It is
+ * marked once and its later segments leave before any payload is read. */
+#define AEV_BULK_BYTES_PER_SEC (4U << 20)
 
 struct aev_tcp_flow {
 	__u64 last_seen_ns; /* for FLOW_TIMEOUT_MS: bpf_ktime_get_coarse_ns() */
 	__u32 next_seq;     /* next expected sequence number */
 	__u32 flags;        /* enum aev_tcp_state_flags */
+	__u64 window_ns;    /* start of the current one-second rate window */
+	__u32 window_bytes; /* new bytes taken in that window */
+	__u32 _pad;
 };
 
 /*

@@ -138,6 +138,28 @@ static __always_inline void tcp_restart(struct aev_tcp_flow *f, const struct tcp
 	f->last_seen_ns = now;
 	f->next_seq = seg->seq + ((seg->flags & TCP_F_SYN) ? 1 : 0);
 	f->flags = AEV_TCP_START_PENDING;
+	f->window_ns = now;
+	f->window_bytes = 0;
+	f->_pad = 0;
+}
+
+/*
+ * Counts the bytes a segment added against the one-second rate window;
+ * a stream past AEV_BULK_BYTES_PER_SEC is marked bulk once (this segment
+ * is still emitted: the mark only stops the ones after it).
+ */
+static __always_inline void tcp_rate(struct aev_tcp_flow *f, __u32 taken, __u64 now,
+				     struct aev_stats *s)
+{
+	if (now - f->window_ns > 1000000000ULL) {
+		f->window_ns = now;
+		f->window_bytes = 0;
+	}
+	f->window_bytes += taken;
+	if (f->window_bytes > AEV_BULK_BYTES_PER_SEC) {
+		f->flags |= AEV_TCP_BULK;
+		s->count[AEV_STAT_BULK_FLOWS]++;
+	}
 }
 
 /*
@@ -164,6 +186,7 @@ static __always_inline void tcp_track(struct __sk_buff *skb, const struct aev_tc
 			return;
 		tcp_restart(&n, seg, now);
 		tcp_advance(skb, &n, seg, t, s);
+		tcp_rate(&n, t->len, now, s);
 		if (!end)
 			bpf_map_update_elem(&tcp_flows, key, &n, BPF_NOEXIST);
 		return;
@@ -174,9 +197,10 @@ static __always_inline void tcp_track(struct __sk_buff *skb, const struct aev_tc
 		/* Signed: another CPU may have stamped a time later than ours. */
 		s->count[AEV_STAT_TCP_FLOWS_EXPIRED]++;
 		tcp_restart(f, seg, now);
-	} else if (f->flags & AEV_TCP_ENCRYPTED) {
+	} else if (f->flags & (AEV_TCP_ENCRYPTED | AEV_TCP_BULK)) {
 		/* Before any payload byte is read. */
-		s->count[AEV_STAT_ENCRYPTED_SEGMENTS]++;
+		s->count[(f->flags & AEV_TCP_ENCRYPTED) ? AEV_STAT_ENCRYPTED_SEGMENTS :
+							   AEV_STAT_BULK_SEGMENTS]++;
 		if (end)
 			bpf_map_delete_elem(&tcp_flows, key);
 		else
@@ -185,6 +209,7 @@ static __always_inline void tcp_track(struct __sk_buff *skb, const struct aev_tc
 	}
 	f->last_seen_ns = now;
 	tcp_advance(skb, f, seg, t, s);
+	tcp_rate(f, t->len, now, s);
 	if (end)
 		bpf_map_delete_elem(&tcp_flows, key);
 }

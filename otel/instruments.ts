@@ -65,6 +65,10 @@ export interface SelfStatsSnapshot {
   encryptedSegments: number;
   /** Cumulative: extra events emitted for GSO/GRO super-packets (chunks after the first). */
   gsoChunks: number;
+  /** Cumulative: TCP streams marked bulk (faster than any audio) and skipped. */
+  bulkFlows: number;
+  /** Cumulative: segments of bulk streams skipped before their payload was read. */
+  bulkSegments: number;
 }
 
 /** The synchronous instruments the data path records into. */
@@ -262,6 +266,20 @@ export const SELF_METRICS: readonly SelfMetricSpec[] = [
     kind: 'counter',
     unit: '{event}',
     description: 'Extra events emitted for GSO/GRO super-packets, beyond one per packet.',
+  },
+  {
+    key: 'bulkFlows',
+    name: 'audio_tracker_bulk_flows',
+    kind: 'counter',
+    unit: '{flow}',
+    description: 'TCP streams faster than any audio (over 4 MiB/s), marked once and skipped.',
+  },
+  {
+    key: 'bulkSegments',
+    name: 'audio_tracker_bulk_segments',
+    kind: 'counter',
+    unit: '{segment}',
+    description: 'Segments of bulk streams skipped before their payload was read.',
   },
 ];
 

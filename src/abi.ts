@@ -73,8 +73,10 @@ export const KernelStat = {
   EncryptedSegments: 16,
   GsoChunks: 17,
   GsoTruncated: 18,
+  BulkFlows: 19,
+  BulkSegments: 20,
 } as const;
-export const KERNEL_STAT_COUNT = 19;
+export const KERNEL_STAT_COUNT = 21;
 
 /**
  * The kernel's per-flow RTP state (map "rtp_flows", docs/signatures.md "What counts as RTP"):
@@ -103,10 +105,19 @@ export type RtpFlowState = (typeof RtpFlowState)[keyof typeof RtpFlowState];
  */
 export const TcpKeyLayout = { flow: 0, ifindex: 40, direction: 44, size: 48 } as const;
 
-export const TcpFlowLayout = { lastSeenNs: 0, nextSeq: 8, flags: 12, size: 16 } as const;
+export const TcpFlowLayout = {
+  lastSeenNs: 0,
+  nextSeq: 8,
+  flags: 12,
+  windowNs: 16,
+  windowBytes: 24,
+  size: 32,
+} as const;
+/** AEV_BULK_BYTES_PER_SEC: a TCP stream faster than this is bulk, not audio. */
+export const AEV_BULK_BYTES_PER_SEC = 4 * 1024 * 1024;
 
 /** enum aev_tcp_state_flags. */
-export const TcpStateFlag = { Encrypted: 1, StartPending: 2 } as const;
+export const TcpStateFlag = { Encrypted: 1, StartPending: 2, Bulk: 4 } as const;
 
 /** Byte offsets in struct sig_record (addon -> JavaScript batches). */
 export const SigRecordLayout = {

@@ -214,6 +214,8 @@ export class Agent {
       encryptedFlows: k[KernelStat.EncryptedFlows] ?? 0,
       encryptedSegments: k[KernelStat.EncryptedSegments] ?? 0,
       gsoChunks: k[KernelStat.GsoChunks] ?? 0,
+      bulkFlows: k[KernelStat.BulkFlows] ?? 0,
+      bulkSegments: k[KernelStat.BulkSegments] ?? 0,
     };
   }
 
@@ -273,5 +275,7 @@ function emptySnapshot(pending: number, evictions: number, expired: number): Sel
     encryptedFlows: 0,
     encryptedSegments: 0,
     gsoChunks: 0,
+    bulkFlows: 0,
+    bulkSegments: 0,
   };
 }

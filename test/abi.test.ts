@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import {
   AEV_HEADER_SIZE,
   AEV_MAX_CAPTURE,
+  AEV_BULK_BYTES_PER_SEC,
   AEV_MAX_CHUNKS,
   AudioEventLayout,
   Direction,
@@ -97,6 +98,8 @@ const TCP_FLOW_FIELDS: readonly Field[] = [
   ['last_seen_ns', 'lastSeenNs', 8],
   ['next_seq', 'nextSeq', 4],
   ['flags', 'flags', 4],
+  ['window_ns', 'windowNs', 8],
+  ['window_bytes', 'windowBytes', 4],
 ];
 
 /** C enumerator, TypeScript value it must equal. */
@@ -135,12 +138,16 @@ const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_STAT_ENCRYPTED_SEGMENTS', KernelStat.EncryptedSegments],
   ['AEV_STAT_GSO_CHUNKS', KernelStat.GsoChunks],
   ['AEV_STAT_GSO_TRUNCATED', KernelStat.GsoTruncated],
+  ['AEV_STAT_BULK_FLOWS', KernelStat.BulkFlows],
+  ['AEV_STAT_BULK_SEGMENTS', KernelStat.BulkSegments],
   ['AEV_STAT_MAX', KERNEL_STAT_COUNT],
   ['AEV_RTP_NONE', RtpFlowState.None],
   ['AEV_RTP_RAW', RtpFlowState.Raw],
   ['AEV_RTP_YES', RtpFlowState.Rtp],
   ['AEV_TCP_ENCRYPTED', TcpStateFlag.Encrypted],
   ['AEV_TCP_START_PENDING', TcpStateFlag.StartPending],
+  ['AEV_TCP_BULK', TcpStateFlag.Bulk],
+  ['AEV_BULK_BYTES_PER_SEC', AEV_BULK_BYTES_PER_SEC],
   ['AEV_MAX_CAPTURE', AEV_MAX_CAPTURE],
   ['AEV_HEADER_SIZE', AEV_HEADER_SIZE],
   ['PORT_MAP_WORDS', PORT_MAP_WORDS],
@@ -194,7 +201,7 @@ function cProgram(): string {
     cLayout('aev_flow_key', [...FLOW_KEY_FIELDS.map(([c]) => c), '_pad']),
     cLayout('aev_rtp_flow', [...RTP_FLOW_FIELDS.map(([c]) => c), '_pad']),
     cLayout('aev_tcp_key', [...TCP_KEY_FIELDS.map(([c]) => c), '_pad']),
-    cLayout('aev_tcp_flow', [...TCP_FLOW_FIELDS.map(([c]) => c)]),
+    cLayout('aev_tcp_flow', [...TCP_FLOW_FIELDS.map(([c]) => c), '_pad']),
     '  printf("\\"values\\":{");',
     ...values,
     '  printf("}}\\n");',

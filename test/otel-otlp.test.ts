@@ -54,6 +54,8 @@ const SNAPSHOT: SelfStatsSnapshot = {
   encryptedFlows: 0,
   encryptedSegments: 0,
   gsoChunks: 0,
+  bulkFlows: 0,
+  bulkSegments: 0,
 };
 
 function otlpOptions(url: string, overrides: Partial<OtlpExportOptions> = {}): OtlpExportOptions {

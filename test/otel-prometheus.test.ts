@@ -53,6 +53,8 @@ const SNAPSHOT: SelfStatsSnapshot = {
   encryptedFlows: 1,
   encryptedSegments: 9,
   gsoChunks: 40,
+  bulkFlows: 2,
+  bulkSegments: 77,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -275,6 +277,8 @@ describe('Prometheus endpoint', () => {
         'audio_tracker_tcp_resyncs_total',
         'audio_tracker_tcp_retransmitted_bytes_total',
         'audio_tracker_tcp_segments_total',
+        'audio_tracker_bulk_flows_total',
+        'audio_tracker_bulk_segments_total',
       ].sort(),
     );
   });
