@@ -9,6 +9,7 @@ export {
   createMeterPipeline,
   type MeterPipeline,
   type MeterPipelineOptions,
+  type LabelStats,
 } from './meter-pipeline.js';
 export * from './metric-names.js';
 export {
@@ -27,3 +28,10 @@ export {
   k8sResourceDetector,
   type K8sResourceDetectorOptions,
 } from './k8s-resource-detector.js';
+export {
+  filterResourceMetrics,
+  pruneRetainedSeries,
+  retainedSeriesCount,
+  type PruneResult,
+  type SeriesPredicate,
+} from './series-retention.js';

@@ -8,7 +8,13 @@ import {
   type AgentInstruments,
   type SelfStatsSnapshot,
 } from './instruments.js';
-import { DEFAULT_SERVICE_NAME, METER_NAME, METRIC_OTLP_EXPORT_FAILURES } from './metric-names.js';
+import {
+  DEFAULT_SERVICE_NAME,
+  METER_NAME,
+  METRIC_LABEL_OVERFLOW,
+  METRIC_LABEL_VALUES,
+  METRIC_OTLP_EXPORT_FAILURES,
+} from './metric-names.js';
 import {
   createOtlpReader,
   type ExportErrorHandler,
@@ -17,6 +23,12 @@ import {
 } from './otlp-exporter.js';
 import { startMetricsServer, type MetricsServer } from './prometheus-server.js';
 import { buildAgentResource } from './resource.js';
+import {
+  filterResourceMetrics,
+  pruneRetainedSeries,
+  type PruneResult,
+  type SeriesPredicate,
+} from './series-retention.js';
 
 export interface MeterPipelineOptions {
   /** service.name unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES set one.
@@ -40,6 +52,20 @@ export interface MeterPipelineOptions {
   errorReportIntervalMs?: number;
   /** Bound on shutdown(), OTLP flush included. Default 5 s. */
   shutdownTimeoutMs?: number;
+  /**
+   * Data points for which this returns true are left out of every export (Prometheus and
+   * OTLP): series of deleted pods. See otel/series-retention.ts.
+   */
+  dropSeries?: SeriesPredicate;
+  /** Pod label cardinality, exported as audio_tracker_label_* when given. */
+  labelStats?: () => LabelStats;
+}
+
+export interface LabelStats {
+  /** Cumulative: labels folded into `other`. */
+  overflows: number;
+  /** Level: label values in use. */
+  values: number;
 }
 
 export interface MeterPipeline {
@@ -54,6 +80,12 @@ export interface MeterPipeline {
   otlpExportFailures(): number;
   /** createAgentInstruments on this pipeline's meter with its latency buckets. Call once. */
   createInstruments(stats: () => SelfStatsSnapshot): AgentInstruments;
+  /**
+   * Removes the series dropSeries rejects from the SDK's own storages (memory). Best effort:
+   * `supported: false` when the SDK's internals are not as expected (the export filter still
+   * applies).
+   */
+  pruneSeries(): PruneResult;
   /** Pushes to OTLP now; resolves even when the push fails (failures are reported). */
   flush(timeoutMs?: number): Promise<void>;
   /** Closes the server and flushes OTLP; resolves within shutdownTimeoutMs (+ a small margin). */
@@ -66,12 +98,35 @@ const DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000;
 const DEFAULT_FLUSH_TIMEOUT_MS = 10_000;
 const HTTP_CLOSE_GRACE_MS = 1_000;
 
-function registerPipelineMetrics(meter: Meter, otlp: OtlpReader | undefined): void {
+function registerPipelineMetrics(
+  meter: Meter,
+  otlp: OtlpReader | undefined,
+  labelStats: (() => LabelStats) | undefined,
+): void {
   const failures = meter.createObservableCounter(METRIC_OTLP_EXPORT_FAILURES, {
     description: 'OTLP metric exports that failed (collector down, refused or timed out).',
     unit: '{export}',
   });
   failures.addCallback((result) => result.observe(otlp ? otlp.failures() : 0));
+  if (labelStats === undefined) return;
+  const overflow = meter.createObservableCounter(METRIC_LABEL_OVERFLOW, {
+    description:
+      'Endpoints labelled `other` because MAX_POD_LABEL_VALUES label values were in use.',
+    unit: '{label}',
+  });
+  const values = meter.createObservableGauge(METRIC_LABEL_VALUES, {
+    description:
+      'Pod label values in use (live pods, addresses, deleted pods within SERIES_TTL_MS).',
+    unit: '{label}',
+  });
+  meter.addBatchObservableCallback(
+    (result) => {
+      const s = labelStats();
+      result.observe(overflow, s.overflows);
+      result.observe(values, s.values);
+    },
+    [overflow, values],
+  );
 }
 
 function withTimeout(work: Promise<void>, ms: number): Promise<void> {
@@ -92,6 +147,22 @@ function withTimeout(work: Promise<void>, ms: number): Promise<void> {
   });
 }
 
+/** The Prometheus exporter with dropped series filtered out of each collection. */
+class FilteringPrometheusExporter extends PrometheusExporter {
+  constructor(private readonly drop: SeriesPredicate | undefined) {
+    super({ preventServerStart: true });
+  }
+
+  override async collect(
+    options?: Parameters<PrometheusExporter['collect']>[0],
+  ): ReturnType<PrometheusExporter['collect']> {
+    const result = await super.collect(options);
+    const drop = this.drop;
+    if (drop === undefined) return result;
+    return { ...result, resourceMetrics: filterResourceMetrics(result.resourceMetrics, drop) };
+  }
+}
+
 /**
  * Builds the one MeterProvider of the agent with two readers fed by the same instruments:
  * a Prometheus pull endpoint (always) and an OTLP gRPC push (when opts.otlp.enabled).
@@ -108,14 +179,15 @@ export async function createMeterPipeline(opts: MeterPipelineOptions): Promise<M
         opts.otlp,
         opts.onExportError,
         opts.errorReportIntervalMs ?? DEFAULT_ERROR_REPORT_INTERVAL_MS,
+        opts.dropSeries,
       )
     : undefined;
   // Our own server serves /metrics so that health endpoints can live beside it.
-  const prometheus = new PrometheusExporter({ preventServerStart: true });
+  const prometheus = new FilteringPrometheusExporter(opts.dropSeries);
   const readers: IMetricReader[] = otlp ? [prometheus, otlp.reader] : [prometheus];
   const meterProvider = new MeterProvider({ resource, readers });
   const meter = meterProvider.getMeter(METER_NAME, opts.serviceVersion);
-  registerPipelineMetrics(meter, otlp);
+  registerPipelineMetrics(meter, otlp, opts.labelStats);
 
   let server: MetricsServer;
   try {
@@ -140,6 +212,10 @@ export async function createMeterPipeline(opts: MeterPipelineOptions): Promise<M
     otlpEnabled: otlp !== undefined,
     otlpExportFailures: () => (otlp ? otlp.failures() : 0),
     createInstruments: (stats) => createAgentInstruments(meter, opts.latencyBuckets, stats),
+    pruneSeries: () =>
+      opts.dropSeries === undefined
+        ? { supported: true, removed: 0 }
+        : pruneRetainedSeries(meterProvider, opts.dropSeries),
     flush: (timeoutMs = DEFAULT_FLUSH_TIMEOUT_MS) =>
       otlp
         ? withTimeout(otlp.reader.forceFlush({ timeoutMillis: timeoutMs }), timeoutMs)

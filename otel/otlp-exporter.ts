@@ -21,6 +21,7 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { validateOtlpHeaders } from './otlp-headers.js';
+import { filterResourceMetrics, type SeriesPredicate } from './series-retention.js';
 
 export type OtlpTemporality = 'cumulative' | 'delta' | 'lowmemory';
 export type OtlpHistogramAggregation = 'explicit' | 'exponential';
@@ -233,16 +234,21 @@ export class ExportFailureReporter {
   }
 }
 
-/** Passes everything through to the OTLP exporter and reports every failed export. */
+/**
+ * Passes everything through to the OTLP exporter, without the series `drop` rejects, and
+ * reports every failed export.
+ */
 class FailureCountingExporter implements PushMetricExporter {
   constructor(
     private readonly inner: OTLPMetricExporter,
     private readonly reporter: ExportFailureReporter,
+    private readonly drop: SeriesPredicate | undefined,
   ) {}
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
     try {
-      this.inner.export(metrics, (result) => {
+      const kept = this.drop === undefined ? metrics : filterResourceMetrics(metrics, this.drop);
+      this.inner.export(kept, (result) => {
         if (result.code !== ExportResultCode.SUCCESS) this.reporter.record(result.error);
         resultCallback(result);
       });
@@ -284,6 +290,7 @@ export function createOtlpReader(
   opts: OtlpExportOptions,
   onExportError: ExportErrorHandler | undefined,
   errorReportIntervalMs: number,
+  dropSeries?: SeriesPredicate,
 ): OtlpReader {
   checkPositive('timeoutMs', opts.timeoutMs);
   checkPositive('exportIntervalMs', opts.exportIntervalMs);
@@ -308,7 +315,7 @@ export function createOtlpReader(
     errorReportIntervalMs,
   );
   const reader = new PeriodicExportingMetricReader({
-    exporter: new FailureCountingExporter(exporter, reporter),
+    exporter: new FailureCountingExporter(exporter, reporter, dropSeries),
     exportIntervalMillis: opts.exportIntervalMs,
     // The reader throws when the timeout exceeds the interval: clamp instead.
     exportTimeoutMillis: Math.min(opts.exportTimeoutMs, opts.exportIntervalMs),

@@ -15,6 +15,10 @@ import { HopRecorder } from './hop-recorder.js';
 import { InterfaceWatcher, type WatcherErrorContext } from './interface-watcher.js';
 import { SampleLogger } from './sample-log.js';
 import { KernelStat } from './abi.js';
+import { PodCache, PodSourceSwitch } from './k8s/pod-cache.js';
+import { KubeletSource } from './k8s/kubelet-source.js';
+import { ApiServerSource } from './k8s/apiserver-source.js';
+import { invalidateIps, OTHER, PodLabeler } from './k8s/identity.js';
 import {
   createMeterPipeline,
   K8sResourceDetector,
@@ -44,6 +48,11 @@ export class Agent {
   private watcher: InterfaceWatcher | null = null;
   private pipeline: MeterPipeline | null = null;
   private sampleLog: SampleLogger | null = null;
+  private endpoints: EndpointTable | null = null;
+  private labeler: PodLabeler | null = null;
+  private podCache: PodCache | null = null;
+  private podSources: PodSourceSwitch | null = null;
+  private pruneUnsupportedLogged = false;
   private expireTimer: NodeJS.Timeout | null = null;
   private ready = false;
   private stopping: Promise<void> | null = null;
@@ -64,6 +73,17 @@ export class Agent {
 
   private async startStages(): Promise<void> {
     const { config, log } = this.opts;
+    // Pod metadata is only read here; the sources that fill the cache start once attached.
+    this.podCache = config.k8s.enabled
+      ? new PodCache({ maxPods: config.k8s.podCacheSize, log })
+      : null;
+    const labeler = new PodLabeler({
+      cache: this.podCache,
+      external: config.labels.external,
+      maxValues: config.labels.maxValues,
+      seriesTtlMs: config.labels.seriesTtlMs,
+    });
+    this.labeler = labeler;
     const pipeline = await createMeterPipeline(this.pipelineOptions());
     this.pipeline = pipeline;
     log.info('metrics endpoint listening', {
@@ -74,7 +94,10 @@ export class Agent {
     const endpoints = new EndpointTable({
       capacity: Math.max(MIN_ENDPOINTS, config.maxFlows * ENDPOINTS_PER_FLOW),
       minIdleNs: config.flowTimeoutMs * 1e6,
+      labeler: (ip) => labeler.labelIp(ip),
     });
+    this.endpoints = endpoints;
+    this.podCache?.onChange((ips) => this.onPodsChanged(ips));
     const instruments = pipeline.createInstruments(() => this.snapshot());
     this.sampleLog = config.sampleLog.enabled
       ? new SampleLogger({ ratePerSecond: config.sampleLog.ratePerSecond })
@@ -103,13 +126,82 @@ export class Agent {
     this.watcher = this.createWatcher(this.classifier);
     await this.watcher.scanNow();
     this.watcher.start();
+    if (this.podCache !== null) this.startPodSources(this.podCache);
     this.expireTimer = setInterval(() => {
       correlator.expire(monotonicNowNs());
       recorder.flush();
+      this.sweepLabels();
     }, EXPIRE_INTERVAL_MS);
     this.expireTimer.unref();
     this.ready = true;
     log.info('agent started', { interfaces: config.interfaces });
+  }
+
+  /**
+   * Kubelet first and the API server as fallback (K8S_POD_SOURCE), feeding the pod cache in the
+   * background: nothing here waits on the network, and until the first list arrives endpoints
+   * are labelled as not-yet-known and upgraded through onPodsChanged.
+   */
+  private startPodSources(cache: PodCache): void {
+    const { config, log } = this.opts;
+    const k8s = config.k8s;
+    // loadConfig() guarantees a node name whenever Kubernetes is enabled.
+    const nodeName = k8s.nodeName ?? '';
+    const kubelet =
+      k8s.podSource !== 'apiserver' && k8s.kubeletUrl !== null
+        ? new KubeletSource({
+            url: k8s.kubeletUrl,
+            nodeName,
+            tokenFile: k8s.tokenFile ?? undefined,
+            caFile: k8s.kubeletCaFile ?? undefined,
+            insecure: k8s.kubeletInsecure,
+            pollIntervalMs: k8s.kubeletPollIntervalMs,
+            log,
+          })
+        : null;
+    const apiserver = k8s.podSource !== 'kubelet' ? new ApiServerSource({ nodeName, log }) : null;
+    this.podSources = new PodSourceSwitch({ cache, primary: kubelet, fallback: apiserver, log });
+    this.podSources.start();
+    log.info('pod metadata sources started', {
+      node: nodeName,
+      source: k8s.podSource,
+      kubelet: kubelet === null ? null : k8s.kubeletUrl,
+      apiserver: apiserver !== null,
+    });
+  }
+
+  /** IPs that changed pods: their endpoints are named again on next use (never the old pod). */
+  private onPodsChanged(ips: readonly string[]): void {
+    if (this.endpoints !== null) invalidateIps(this.endpoints, ips);
+    this.sweepLabels();
+  }
+
+  /**
+   * Retires the label values of pods gone for SERIES_TTL_MS: the exporters stop showing their
+   * series at once (filter), and the SDK forgets them (prune) so memory stays bounded.
+   */
+  private sweepLabels(): void {
+    const labeler = this.labeler;
+    const pipeline = this.pipeline;
+    if (labeler === null || pipeline === null) return;
+    const swept = labeler.sweep();
+    if (swept.retired > 0) {
+      // Counts held under a retired label reach the SDK before it is pruned, not after.
+      this.recorder?.flush();
+      const pruned = pipeline.pruneSeries();
+      if (pruned.supported) labeler.forgetRetired();
+      else if (!this.pruneUnsupportedLogged) {
+        this.pruneUnsupportedLogged = true;
+        this.opts.log.warn(
+          'cannot prune dropped series from the OpenTelemetry SDK (unexpected internals): they are still filtered from exports but kept in memory',
+        );
+      }
+      this.opts.log.debug('series of deleted pods dropped', {
+        values: swept.retired,
+        attribute_sets: pruned.removed,
+      });
+    }
+    if (swept.refold) this.endpoints?.invalidateWhere((label) => label === OTHER);
   }
 
   private pipelineOptions(): MeterPipelineOptions {
@@ -141,6 +233,11 @@ export class Agent {
       },
       // Outside a pod the detector finds nothing unless Kubernetes is enabled explicitly.
       detectors: [new K8sResourceDetector(config.k8s.enabled ? { inKubernetes: true } : {})],
+      dropSeries: (attributes) => this.labeler?.dropSeries(attributes) ?? false,
+      labelStats: () => {
+        const s = this.labeler?.stats;
+        return { overflows: s?.overflows ?? 0, values: s?.values ?? 0 };
+      },
       ready: () => this.ready,
       onExportError: (err) => failures.warn('OTLP export failed', { error: err.message }),
     };
@@ -242,6 +339,15 @@ export class Agent {
     this.watcher = null;
     if (watcher) await watcher.stop();
     this.closeNow();
+    const sources = this.podSources;
+    this.podSources = null;
+    if (sources) {
+      await sources.stop().catch((err: unknown) => {
+        this.opts.log.warn('stopping the pod metadata sources failed', {
+          error: serializeError(err),
+        });
+      });
+    }
     this.sampleLog?.close();
     const pipeline = this.pipeline;
     this.pipeline = null;

@@ -18,6 +18,8 @@
 import convict from 'convict';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
+import { isIP } from 'node:net';
+import { formatAddress, parseAddress } from './endpoints.js';
 import { checkIfnamePattern } from './interface-watcher.js';
 import { type LogLevel, LOG_LEVELS, quoteForDisplay } from './log.js';
 
@@ -25,6 +27,9 @@ export type Env = Readonly<Record<string, string | undefined>>;
 
 export type SignatureAlgorithm = 'xxhash' | 'crc32' | 'rolling_hash';
 export type ContainerRuntime = 'auto' | 'docker' | 'containerd' | 'crio';
+export type PodSource = 'auto' | 'kubelet' | 'apiserver';
+/** How an endpoint that is not a known pod is named: `external`, or its IP address. */
+export type ExternalLabel = 'external' | 'ip';
 export type OtlpCompression = 'gzip' | 'none';
 export type TemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
 export type HistogramAggregation =
@@ -61,6 +66,32 @@ export interface OtlpConfig {
   readonly resourceAttributes: Readonly<Record<string, string>>;
 }
 
+export interface K8sConfig {
+  readonly enabled: boolean;
+  readonly nodeName: string | null;
+  readonly podSource: PodSource;
+  /** NODE_IP, canonical text; null when unset. */
+  readonly nodeIp: string | null;
+  /** K8S_KUBELET_URL, else https://$NODE_IP:10250; null: no kubelet source. */
+  readonly kubeletUrl: string | null;
+  readonly kubeletInsecure: boolean;
+  /** Null: the service-account ca.crt. */
+  readonly kubeletCaFile: string | null;
+  /** Null: the service-account token. */
+  readonly tokenFile: string | null;
+  readonly kubeletPollIntervalMs: number;
+  readonly podCacheSize: number;
+}
+
+/** Cardinality policy of the pod label values (source_pod, dest_pod, pod). */
+export interface LabelConfig {
+  readonly external: ExternalLabel;
+  /** Distinct label values at most; the rest are folded into `other`. */
+  readonly maxValues: number;
+  /** A deleted pod's series are exported for this long, then dropped. */
+  readonly seriesTtlMs: number;
+}
+
 export interface AgentConfig {
   readonly interfaces: readonly string[];
   readonly logLevel: LogLevel;
@@ -69,7 +100,8 @@ export interface AgentConfig {
   readonly signatureWindowSize: number;
   readonly silenceThreshold: number;
   readonly signatureAlgorithm: SignatureAlgorithm;
-  readonly k8s: { readonly enabled: boolean; readonly nodeName: string | null };
+  readonly k8s: K8sConfig;
+  readonly labels: LabelConfig;
   readonly containerRuntime: ContainerRuntime;
   readonly maxFlows: number;
   readonly flowTimeoutMs: number;
@@ -228,6 +260,37 @@ const parseNodeName: Parser<string | null> = nullable((raw) =>
   raw.length <= 253 && DNS1123_SUBDOMAIN.test(raw) ? raw : reject(),
 );
 
+const parseIp: Parser<string | null> = nullable((raw) => {
+  if (raw.length > 45 || isIP(raw) === 0) return reject();
+  // The canonical form, so the kubelet URL and logs show one spelling of the address.
+  const parsed = parseAddress(raw);
+  return formatAddress(parsed.family, parsed.bytes, 0);
+});
+
+/** The kubelet's base URL: scheme and authority only (the agent appends /pods). */
+const parseKubeletUrl: Parser<string | null> = nullable((raw) => {
+  const secretish = raw.includes('@');
+  if (/\s/.test(raw) || CONTROL_CHARS.test(raw)) {
+    return reject('contains whitespace or control characters', secretish);
+  }
+  if (!/^https?:\/\//i.test(raw))
+    return reject('does not start with http:// or https://', secretish);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return reject('is not a valid URL', secretish);
+  }
+  if (url.username !== '' || url.password !== '' || secretish) {
+    return reject('must not contain credentials (the token comes from K8S_TOKEN_FILE)', true);
+  }
+  if (url.hostname === '') return reject('has no host');
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') {
+    return reject('must not have a path, query or fragment');
+  }
+  return `${url.protocol}//${url.host}`;
+});
+
 /** gRPC endpoints are a scheme and an authority; a path would be silently ignored. */
 const parseEndpoint: Parser<string | null> = nullable((raw) => {
   // An '@' may be the start of user:password; never echo such a value.
@@ -369,6 +432,10 @@ const spec = <T>(s: VarSpec<T>): VarSpec<T> => s;
 const LOG_LEVEL_VALUES: readonly LogLevel[] = LOG_LEVELS;
 const ALGORITHMS: readonly SignatureAlgorithm[] = ['xxhash', 'crc32', 'rolling_hash'];
 const RUNTIMES: readonly ContainerRuntime[] = ['auto', 'docker', 'containerd', 'crio'];
+const POD_SOURCES: readonly PodSource[] = ['auto', 'kubelet', 'apiserver'];
+const EXTERNAL_LABELS: readonly ExternalLabel[] = ['external', 'ip'];
+const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+const READABLE_EXPECTED = 'the path of a readable file';
 const COMPRESSIONS: readonly OtlpCompression[] = ['gzip', 'none'];
 const TEMPORALITIES: readonly TemporalityPreference[] = ['cumulative', 'delta', 'lowmemory'];
 const HISTOGRAMS: readonly HistogramAggregation[] = [
@@ -454,6 +521,87 @@ const SPECS = {
     expected: 'a DNS-1123 subdomain (lower-case letters, digits, "-" and ".", at most 253)',
     doc: 'Name of the node the agent runs on; required when K8S_ENABLED is true. Set it from the downward API (`fieldRef: spec.nodeName`).',
     parse: parseNodeName,
+  }),
+  k8sPodSource: spec<PodSource>({
+    env: 'K8S_POD_SOURCE',
+    default: 'auto',
+    expected: enumExpected(POD_SOURCES, false),
+    doc: 'Where pod metadata comes from: `auto` asks the local kubelet and falls back to the API server while the kubelet fails; `kubelet` or `apiserver` use only that one (see docs/kubernetes-pods.md).',
+    parse: enumParser(POD_SOURCES, false),
+  }),
+  k8sKubeletUrl: spec<string | null>({
+    env: 'K8S_KUBELET_URL',
+    default: '',
+    defaultDoc: '`https://$NODE_IP:10250` (none without NODE_IP)',
+    expected: 'an http:// or https:// URL with host[:port] and no path (IPv6 in brackets)',
+    doc: 'Base URL of the local kubelet (the agent reads `/pods`). Without it and without NODE_IP the kubelet is not asked and only the API server is used.',
+    parse: parseKubeletUrl,
+  }),
+  nodeIp: spec<string | null>({
+    env: 'NODE_IP',
+    default: '',
+    defaultDoc: '(unset)',
+    expected: 'an IPv4 or IPv6 address',
+    doc: "The node's IP, from the downward API (`fieldRef: status.hostIP`); makes the default K8S_KUBELET_URL.",
+    parse: parseIp,
+  }),
+  k8sKubeletInsecure: spec<boolean>({
+    env: 'K8S_KUBELET_INSECURE',
+    default: 'false',
+    expected: BOOLEAN_EXPECTED,
+    doc: "Skip verification of the kubelet's serving certificate (most kubelets use a self-signed one); the token still authenticates the agent.",
+    parse: parseBoolean,
+  }),
+  k8sKubeletCaFile: spec<string | null>({
+    env: 'K8S_KUBELET_CA_FILE',
+    default: '',
+    defaultDoc: `\`${SA_DIR}/ca.crt\``,
+    expected: READABLE_EXPECTED + ' (PEM)',
+    doc: "CA bundle that verifies the kubelet's certificate (works when kubelet certificates are issued by the cluster CA).",
+    parse: parseReadableFile,
+  }),
+  k8sTokenFile: spec<string | null>({
+    env: 'K8S_TOKEN_FILE',
+    default: '',
+    defaultDoc: `\`${SA_DIR}/token\``,
+    expected: READABLE_EXPECTED,
+    doc: 'Bearer token sent to the kubelet; read again before every request (projected tokens rotate).',
+    parse: parseReadableFile,
+  }),
+  k8sKubeletPollIntervalMs: spec<number>({
+    env: 'K8S_KUBELET_POLL_INTERVAL_MS',
+    default: '2000',
+    expected: intExpected(200, 60_000),
+    doc: 'Delay between two kubelet pod lists (the kubelet has no watch); a reused pod IP is noticed within this delay.',
+    parse: intParser(200, 60_000),
+  }),
+  k8sPodCacheSize: spec<number>({
+    env: 'K8S_POD_CACHE_SIZE',
+    default: '4096',
+    expected: intExpected(16, 65_536),
+    doc: "Most pods the agent keeps metadata for (this node's pods); finished pods are dropped first when full.",
+    parse: intParser(16, 65_536),
+  }),
+  labelExternal: spec<ExternalLabel>({
+    env: 'K8S_LABEL_EXTERNAL',
+    default: 'external',
+    expected: enumExpected(EXTERNAL_LABELS, false),
+    doc: 'Label of an endpoint that is not a known pod of this node: `external`, or `ip` for its IP address (more series: every address is a value, within MAX_POD_LABEL_VALUES).',
+    parse: enumParser(EXTERNAL_LABELS, false),
+  }),
+  maxPodLabelValues: spec<number>({
+    env: 'MAX_POD_LABEL_VALUES',
+    default: '500',
+    expected: intExpected(10, 100_000),
+    doc: "Most distinct values of the pod labels (source_pod, dest_pod, pod) at once; further endpoints are labelled `other` (counted by audio_tracker_label_overflow_total) until a deleted pod's value is retired.",
+    parse: intParser(10, 100_000),
+  }),
+  seriesTtlMs: spec<number>({
+    env: 'SERIES_TTL_MS',
+    default: '60000',
+    expected: intExpected(1000, 86_400_000),
+    doc: "How long a deleted pod's series stay exported (their last values); after that they are dropped from /metrics and OTLP and their label value is free again.",
+    parse: intParser(1000, 86_400_000),
   }),
   containerRuntime: spec<ContainerRuntime>({
     env: 'CONTAINER_RUNTIME',
@@ -858,6 +1006,16 @@ function crossVariableProblems(v: Partial<Values>, env: Env): string[] {
     );
   }
   if (
+    have(v, 'k8sEnabled', 'k8sPodSource', 'k8sKubeletUrl', 'nodeIp') &&
+    v.k8sEnabled &&
+    v.k8sPodSource === 'kubelet' &&
+    kubeletUrl(v.k8sKubeletUrl, v.nodeIp) === null
+  ) {
+    problems.push(
+      'K8S_POD_SOURCE=kubelet needs the kubelet address: set K8S_KUBELET_URL, or NODE_IP from the downward API (fieldRef: status.hostIP)',
+    );
+  }
+  if (
     have(
       v,
       'otlpClientKey',
@@ -928,6 +1086,13 @@ function resolveTls(v: Partial<Values>): {
   };
 }
 
+/** K8S_KUBELET_URL, else https://$NODE_IP:10250 (IPv6 in brackets), else null. */
+function kubeletUrl(explicit: string | null, nodeIp: string | null): string | null {
+  if (explicit !== null) return explicit;
+  if (nodeIp === null) return null;
+  return `https://${nodeIp.includes(':') ? `[${nodeIp}]` : nodeIp}:10250`;
+}
+
 function assemble(v: Values): AgentConfig {
   const endpoint = v.otlpMetricsEndpoint ?? v.otlpEndpoint;
   const otlp: OtlpConfig = {
@@ -956,7 +1121,23 @@ function assemble(v: Values): AgentConfig {
     signatureWindowSize: v.signatureWindowSize,
     silenceThreshold: v.silenceThreshold,
     signatureAlgorithm: v.signatureAlgorithm,
-    k8s: { enabled: v.k8sEnabled, nodeName: v.k8sNodeName },
+    k8s: {
+      enabled: v.k8sEnabled,
+      nodeName: v.k8sNodeName,
+      podSource: v.k8sPodSource,
+      nodeIp: v.nodeIp,
+      kubeletUrl: kubeletUrl(v.k8sKubeletUrl, v.nodeIp),
+      kubeletInsecure: v.k8sKubeletInsecure,
+      kubeletCaFile: v.k8sKubeletCaFile,
+      tokenFile: v.k8sTokenFile,
+      kubeletPollIntervalMs: v.k8sKubeletPollIntervalMs,
+      podCacheSize: v.k8sPodCacheSize,
+    },
+    labels: {
+      external: v.labelExternal,
+      maxValues: v.maxPodLabelValues,
+      seriesTtlMs: v.seriesTtlMs,
+    },
     containerRuntime: v.containerRuntime,
     maxFlows: v.maxFlows,
     flowTimeoutMs: v.flowTimeoutMs,

@@ -13,11 +13,26 @@ import { mix32, nextPowerOfTwo } from './hash-tables.js';
 /** Maps an IP address (canonical text form) to the label metrics carry, e.g. a pod name. */
 export type EndpointResolver = (ip: string) => string;
 
+/**
+ * What metrics call an endpoint: a pod name and its namespace, or for anything that is not a
+ * pod a name (its IP, `external`, `other`) with an empty namespace. Labelers should hand out
+ * shared frozen objects: they are cached per endpoint and compared by identity.
+ */
+export interface EndpointLabel {
+  readonly name: string;
+  readonly namespace: string;
+}
+
+/** Maps an IP address (canonical text form) to its label. */
+export type EndpointLabeler = (ip: string) => EndpointLabel;
+
 export interface EndpointTableOptions {
   /** Most endpoints held at once; ids are 0 .. capacity-1. */
   capacity: number;
   /** Names an endpoint for metrics. Default: the address itself (a pod is named by its IP). */
   resolver?: EndpointResolver;
+  /** Names an endpoint with a namespace; wins over `resolver`. */
+  labeler?: EndpointLabeler;
   /**
    * An id is only reclaimed when it has been idle (by event time) for at least this long;
    * otherwise interning a new endpoint into a full table fails (returns -1, counted as
@@ -43,8 +58,13 @@ const NONE = -1;
  * idle for seconds, so a coarse order is enough and most sightings skip the list update. */
 const TOUCH_GRANULARITY_NS = 100e6;
 
-/** Identity of an address for the identity resolver. */
-const identity: EndpointResolver = (ip) => ip;
+/** A string resolver as a labeler: the name only, no namespace. */
+function fromResolver(resolver: EndpointResolver): EndpointLabeler {
+  return (ip) => ({ name: resolver(ip), namespace: '' });
+}
+
+/** Default: an endpoint is named by its address. */
+const byAddress: EndpointLabeler = (ip) => ({ name: ip, namespace: '' });
 
 function hashAddress(family: number, w0: number, w1: number, w2: number, w3: number): number {
   let h = Math.imul(family ^ w0, 0x9e3779b1);
@@ -56,7 +76,7 @@ function hashAddress(family: number, w0: number, w1: number, w2: number, w3: num
 
 export class EndpointTable {
   readonly capacity: number;
-  private resolver: EndpointResolver;
+  private labeler: EndpointLabeler;
   private readonly minIdleNs: number;
 
   /** Open-addressing index (linear probing): id + 1, 0 = empty. */
@@ -73,7 +93,7 @@ export class EndpointTable {
   private readonly lastUsedNs: Float64Array;
   /** Per id: bumped whenever the id's label may have changed (reclaimed, relabelled). */
   private readonly generations: Uint32Array;
-  private readonly labels: (string | undefined)[];
+  private readonly labels: (EndpointLabel | undefined)[];
   private readonly addresses: (string | undefined)[];
 
   private lruHead = NONE; // least recently used
@@ -90,7 +110,9 @@ export class EndpointTable {
       );
     }
     this.capacity = capacity;
-    this.resolver = options.resolver ?? identity;
+    this.labeler =
+      options.labeler ??
+      (options.resolver !== undefined ? fromResolver(options.resolver) : byAddress);
     this.minIdleNs = options.minIdleNs ?? 0;
     const buckets = nextPowerOfTwo(capacity * 2);
     this.index = new Int32Array(buckets);
@@ -103,7 +125,7 @@ export class EndpointTable {
     this.next = new Int32Array(capacity).fill(NONE);
     this.lastUsedNs = new Float64Array(capacity);
     this.generations = new Uint32Array(capacity);
-    this.labels = new Array<string | undefined>(capacity).fill(undefined);
+    this.labels = new Array<EndpointLabel | undefined>(capacity).fill(undefined);
     this.addresses = new Array<string | undefined>(capacity).fill(undefined);
   }
 
@@ -161,21 +183,26 @@ export class EndpointTable {
     return text;
   }
 
-  /** The metrics label of `id`: resolver(address), cached until relabel()/invalidate(). */
+  /** The metrics name of `id` (a pod name, an address, ...): endpointLabel(id).name. */
   label(id: number): string {
+    return this.endpointLabel(id).name;
+  }
+
+  /** The metrics label of `id`: labeler(address), cached until relabel()/invalidate(). */
+  endpointLabel(id: number): EndpointLabel {
     this.checkId(id, 'label');
-    let text = this.labels[id];
-    if (text === undefined) {
+    let label = this.labels[id];
+    if (label === undefined) {
       const ip = this.address(id);
       try {
-        text = this.resolver(ip);
+        label = this.labeler(ip);
       } catch {
-        // A failing resolver must not stop the data path: the address names the endpoint.
-        text = ip;
+        // A failing labeler must not stop the data path: the address names the endpoint.
+        label = { name: ip, namespace: '' };
       }
-      this.labels[id] = text;
+      this.labels[id] = label;
     }
-    return text;
+    return label;
   }
 
   /** Changes whenever the label of `id` may have changed: compare to drop cached attributes. */
@@ -188,8 +215,31 @@ export class EndpointTable {
    * metadata arrives and IPs can now be named as pods. Labels are re-resolved on next use.
    */
   relabel(resolver?: EndpointResolver): void {
-    if (resolver !== undefined) this.resolver = resolver;
+    if (resolver !== undefined) this.labeler = fromResolver(resolver);
     for (let id = 0; id < this.used; id++) this.invalidate(id);
+  }
+
+  /** relabel() with a labeler (names with namespaces). */
+  setLabeler(labeler: EndpointLabeler): void {
+    this.labeler = labeler;
+    for (let id = 0; id < this.used; id++) this.invalidate(id);
+  }
+
+  /**
+   * Forgets the cached labels for which `matches` is true (e.g. every endpoint folded into
+   * `other`, once label values are free again). Returns how many. Walks the table: not for the
+   * hot path.
+   */
+  invalidateWhere(matches: (label: EndpointLabel) => boolean): number {
+    let n = 0;
+    for (let id = 0; id < this.used; id++) {
+      const label = this.labels[id];
+      if (label !== undefined && matches(label)) {
+        this.invalidate(id);
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Forgets the cached label of one id (its pod changed). */

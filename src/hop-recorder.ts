@@ -1,10 +1,11 @@
 /**
  * Records what the correlator finds into OpenTelemetry instruments (created by otel/).
  *
- * Each (source, dest) label pair and each sender gets one frozen attribute object, built on
- * first use and reused for every later sample, so recording allocates nothing of ours per
- * sample. A cached object is rebuilt when EndpointTable reports that a label may have changed
- * (its generation moved: id reclaimed, relabel(), invalidate()).
+ * Each (source, dest) label pair and each sender gets one frozen attribute object (pod names and
+ * namespaces), built on first use and reused for every later sample, so recording allocates
+ * nothing of ours per sample. A cached object is rebuilt when EndpointTable reports that a label
+ * may have changed (its generation moved: id reclaimed, relabel(), invalidate(), which the agent
+ * calls when the pod cache reports an IP changing hands).
  *
  * Latency samples go to the histograms one by one. Signature counts are summed per sender and
  * added to the counter by flush(): one SDK call per sender and flush instead of one per
@@ -16,7 +17,14 @@
  */
 
 import type { Attributes, Counter, Histogram } from '@opentelemetry/api';
-import { ATTR_DEST_POD, ATTR_POD, ATTR_SOURCE_POD } from '../otel/metric-names.js';
+import {
+  ATTR_DEST_NAMESPACE,
+  ATTR_DEST_POD,
+  ATTR_NAMESPACE,
+  ATTR_POD,
+  ATTR_SOURCE_NAMESPACE,
+  ATTR_SOURCE_POD,
+} from '../otel/metric-names.js';
 import type { CorrelatorSink } from './correlate/correlator.js';
 import type { EndpointTable } from './endpoints.js';
 import { nextPowerOfTwo } from './hash-tables.js';
@@ -32,11 +40,11 @@ export type HopSampleListener = (
 ) => void;
 
 export interface HopRecorderOptions {
-  /** audio_latency_seconds {source_pod, dest_pod} */
+  /** audio_latency_seconds {source_pod, source_namespace, dest_pod, dest_namespace} */
   hopLatency: Histogram;
-  /** audio_transit_latency_seconds {source_pod, dest_pod} */
+  /** audio_transit_latency_seconds {source_pod, source_namespace, dest_pod, dest_namespace} */
   transitLatency: Histogram;
-  /** audio_signatures {pod} */
+  /** audio_signatures {pod, namespace} */
   signatures: Counter;
   /** audio_signature_collisions */
   collisions: Counter;
@@ -57,8 +65,13 @@ export interface HopRecorderStats {
   unflushedSignatures: number;
 }
 
-type PairAttributes = Readonly<{ [ATTR_SOURCE_POD]: string; [ATTR_DEST_POD]: string }>;
-type PodAttributes = Readonly<{ [ATTR_POD]: string }>;
+type PairAttributes = Readonly<{
+  [ATTR_SOURCE_POD]: string;
+  [ATTR_SOURCE_NAMESPACE]: string;
+  [ATTR_DEST_POD]: string;
+  [ATTR_DEST_NAMESPACE]: string;
+}>;
+type PodAttributes = Readonly<{ [ATTR_POD]: string; [ATTR_NAMESPACE]: string }>;
 
 const NO_ATTRIBUTES: Attributes = Object.freeze({});
 /** Longest a signature count is held while counts keep arriving. */
@@ -247,9 +260,13 @@ export class HopRecorder implements CorrelatorSink {
     sourceGen: number,
     destGen: number,
   ): PairAttributes {
+    const s = this.endpoints.endpointLabel(source);
+    const d = this.endpoints.endpointLabel(dest);
     const attributes: PairAttributes = Object.freeze({
-      [ATTR_SOURCE_POD]: this.endpoints.label(source),
-      [ATTR_DEST_POD]: this.endpoints.label(dest),
+      [ATTR_SOURCE_POD]: s.name,
+      [ATTR_SOURCE_NAMESPACE]: s.namespace,
+      [ATTR_DEST_POD]: d.name,
+      [ATTR_DEST_NAMESPACE]: d.namespace,
     });
     this.pairAttributes[i] = attributes;
     this.pairSourceGen[i] = sourceGen;
@@ -259,7 +276,11 @@ export class HopRecorder implements CorrelatorSink {
   }
 
   private buildSender(id: number, gen: number): void {
-    this.senderAttributes[id] = Object.freeze({ [ATTR_POD]: this.endpoints.label(id) });
+    const label = this.endpoints.endpointLabel(id);
+    this.senderAttributes[id] = Object.freeze({
+      [ATTR_POD]: label.name,
+      [ATTR_NAMESPACE]: label.namespace,
+    });
     this.senderGen[id] = gen;
     this.attributeBuilds++;
   }

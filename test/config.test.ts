@@ -59,7 +59,19 @@ describe('defaults', () => {
       signatureWindowSize: 256,
       silenceThreshold: 256,
       signatureAlgorithm: 'xxhash',
-      k8s: { enabled: false, nodeName: null },
+      k8s: {
+        enabled: false,
+        nodeName: null,
+        podSource: 'auto',
+        nodeIp: null,
+        kubeletUrl: null,
+        kubeletInsecure: false,
+        kubeletCaFile: null,
+        tokenFile: null,
+        kubeletPollIntervalMs: 2000,
+        podCacheSize: 4096,
+      },
+      labels: { external: 'external', maxValues: 500, seriesTtlMs: 60000 },
       containerRuntime: 'auto',
       maxFlows: 10000,
       flowTimeoutMs: 30000,
@@ -138,6 +150,14 @@ describe('accepted forms', () => {
       ['MAX_PENDING_SIGNATURES', '67108864', (c) => c.maxPendingSignatures],
       ['SAMPLE_LOG_RATE', '1', (c) => c.sampleLog.ratePerSecond],
       ['SAMPLE_LOG_RATE', '100000', (c) => c.sampleLog.ratePerSecond],
+      ['K8S_KUBELET_POLL_INTERVAL_MS', '200', (c) => c.k8s.kubeletPollIntervalMs],
+      ['K8S_KUBELET_POLL_INTERVAL_MS', '60000', (c) => c.k8s.kubeletPollIntervalMs],
+      ['K8S_POD_CACHE_SIZE', '16', (c) => c.k8s.podCacheSize],
+      ['K8S_POD_CACHE_SIZE', '65536', (c) => c.k8s.podCacheSize],
+      ['MAX_POD_LABEL_VALUES', '10', (c) => c.labels.maxValues],
+      ['MAX_POD_LABEL_VALUES', '100000', (c) => c.labels.maxValues],
+      ['SERIES_TTL_MS', '1000', (c) => c.labels.seriesTtlMs],
+      ['SERIES_TTL_MS', '86400000', (c) => c.labels.seriesTtlMs],
       ['OTEL_EXPORTER_OTLP_TIMEOUT', '1', (c) => c.otlp.timeoutMs],
       ['OTEL_METRIC_EXPORT_INTERVAL', '100', (c) => c.otlp.exportIntervalMs],
       ['OTEL_METRIC_EXPORT_INTERVAL', '86400000', (c) => c.otlp.exportIntervalMs],
@@ -207,6 +227,41 @@ describe('accepted forms', () => {
       { from: 5004, to: 5006 },
       { from: 65535, to: 65535 },
     ]);
+  });
+
+  it('Kubernetes pod sources: kubelet URL from NODE_IP (IPv6 in brackets), files, policy', () => {
+    assert.equal(loadConfig({ NODE_IP: '10.1.2.3' }).k8s.kubeletUrl, 'https://10.1.2.3:10250');
+    const v6 = loadConfig({ NODE_IP: '2001:DB8:0:0::7' }).k8s;
+    assert.equal(v6.nodeIp, '2001:db8::7');
+    assert.equal(v6.kubeletUrl, 'https://[2001:db8::7]:10250');
+    const explicit = loadConfig({
+      NODE_IP: '10.1.2.3',
+      K8S_KUBELET_URL: 'http://127.0.0.1:10255/',
+    }).k8s;
+    assert.equal(explicit.kubeletUrl, 'http://127.0.0.1:10255');
+    assert.equal(
+      loadConfig({ K8S_KUBELET_URL: 'https://[::1]:10250' }).k8s.kubeletUrl,
+      'https://[::1]:10250',
+    );
+    assert.equal(loadConfig({ K8S_KUBELET_URL: '', NODE_IP: '' }).k8s.kubeletUrl, null);
+    const files = loadConfig({
+      K8S_TOKEN_FILE: keyFile,
+      K8S_KUBELET_CA_FILE: caFile,
+      K8S_KUBELET_INSECURE: 'yes',
+      K8S_POD_SOURCE: 'apiserver',
+      K8S_LABEL_EXTERNAL: 'ip',
+    });
+    assert.equal(files.k8s.tokenFile, keyFile);
+    assert.equal(files.k8s.kubeletCaFile, caFile);
+    assert.equal(files.k8s.kubeletInsecure, true);
+    assert.equal(files.k8s.podSource, 'apiserver');
+    assert.equal(files.labels.external, 'ip');
+    const creds = loadError({ K8S_KUBELET_URL: 'https://user:pw@10.0.0.1' });
+    assert.match(
+      creds.message,
+      /^K8S_KUBELET_URL=\(hidden\) is invalid: must not contain credentials/,
+    );
+    assert.doesNotMatch(creds.message, /pw/);
   });
 
   it('LATENCY_BUCKETS', () => {
@@ -356,6 +411,26 @@ const BAD_VALUES: Readonly<Record<string, readonly string[]>> = {
   K8S_ENABLED: BOOL_BAD,
   K8S_NODE_NAME: ['Node_1', 'UPPER', '-node', 'node-', 'a'.repeat(254), 'node..a', ...INJECTIONS],
   CONTAINER_RUNTIME: ['', 'podman', 'Docker', ...INJECTIONS],
+  K8S_POD_SOURCE: ['', 'both', 'Kubelet', 'api-server', ...INJECTIONS],
+  K8S_KUBELET_URL: [
+    '10.0.0.1:10250',
+    'ftp://10.0.0.1',
+    'https://',
+    'https://10.0.0.1:10250/pods',
+    'https://10.0.0.1?x=1',
+    'https://10.0.0.1:99999',
+    'https://[::1',
+    ...INJECTIONS,
+  ],
+  NODE_IP: ['node-a', '10.0.0', '10.0.0.256', '::g', '10.0.0.1/24', ' 10.0.0.1', ...INJECTIONS],
+  K8S_KUBELET_INSECURE: BOOL_BAD,
+  K8S_KUBELET_CA_FILE: ['/nonexistent/ca.crt', tmp, ...INJECTIONS],
+  K8S_TOKEN_FILE: ['/nonexistent/token', tmp, ...INJECTIONS],
+  K8S_KUBELET_POLL_INTERVAL_MS: [...INT_BAD, '199', '60001'],
+  K8S_POD_CACHE_SIZE: [...INT_BAD, '15', '65537'],
+  K8S_LABEL_EXTERNAL: ['', 'IP', 'none', 'pod', ...INJECTIONS],
+  MAX_POD_LABEL_VALUES: [...INT_BAD, '0', '9', '100001'],
+  SERIES_TTL_MS: [...INT_BAD, '0', '999', '86400001'],
   MAX_FLOWS: [...INT_BAD, '0', '1000001'],
   FLOW_TIMEOUT_MS: [...INT_BAD, '99', '3600001'],
   PERF_BUFFER_SIZE: [...INT_BAD, '0', '262145'],
@@ -540,9 +615,11 @@ describe('cross-variable rules', () => {
       KUBERNETES_SERVICE_HOST: '10.96.0.1',
       K8S_NODE_NAME: 'node-a.example',
     });
-    assert.deepEqual(inPod.k8s, { enabled: true, nodeName: 'node-a.example' });
+    assert.equal(inPod.k8s.enabled, true);
+    assert.equal(inPod.k8s.nodeName, 'node-a.example');
     const optedOut = loadConfig({ KUBERNETES_SERVICE_HOST: '10.96.0.1', K8S_ENABLED: 'false' });
-    assert.deepEqual(optedOut.k8s, { enabled: false, nodeName: null });
+    assert.equal(optedOut.k8s.enabled, false);
+    assert.equal(optedOut.k8s.nodeName, null);
   });
 
   it('K8S_NODE_NAME missing (or empty) while K8S_ENABLED -> a clear error', () => {
@@ -556,6 +633,22 @@ describe('cross-variable rules', () => {
       assert.match(err.message, /^K8S_NODE_NAME is required when K8S_ENABLED is true/);
       assert.match(err.message, /spec\.nodeName/);
     }
+  });
+
+  it('K8S_POD_SOURCE=kubelet without K8S_KUBELET_URL or NODE_IP -> a clear error', () => {
+    const err = loadError({ K8S_ENABLED: 'true', K8S_NODE_NAME: 'n1', K8S_POD_SOURCE: 'kubelet' });
+    assert.equal(err.problems.length, 1);
+    assert.match(err.message, /^K8S_POD_SOURCE=kubelet needs the kubelet address/);
+    // Either one provides it; without Kubernetes the rule does not apply.
+    loadConfig({
+      K8S_ENABLED: 'true',
+      K8S_NODE_NAME: 'n1',
+      K8S_POD_SOURCE: 'kubelet',
+      NODE_IP: '10.0.0.5',
+    });
+    loadConfig({ K8S_POD_SOURCE: 'kubelet' });
+    // auto without a kubelet address is the API server alone, not an error.
+    assert.equal(loadConfig({ K8S_ENABLED: 'true', K8S_NODE_NAME: 'n1' }).k8s.kubeletUrl, null);
   });
 
   it('mutual TLS needs both the key and the certificate', () => {

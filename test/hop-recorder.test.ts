@@ -211,6 +211,92 @@ describe('HopRecorder', () => {
     assert.deepEqual(labels, ['10.9.9.1', '10.9.9.2']);
   });
 
+  it('carries pod names and namespaces; invalidate() of one endpoint rebuilds only its pairs', async () => {
+    const reader = new TestReader();
+    const provider = new MeterProvider({ readers: [reader] });
+    const meter = provider.getMeter('test');
+    const owners = new Map<string, { name: string; namespace: string }>([
+      ['10.0.0.1', Object.freeze({ name: 'caller-0', namespace: 'media' })],
+      ['10.0.0.2', Object.freeze({ name: 'relay-0', namespace: 'core' })],
+    ]);
+    const external = Object.freeze({ name: 'external', namespace: '' });
+    const endpoints = new EndpointTable({
+      capacity: 8,
+      labeler: (ip) => owners.get(ip) ?? external,
+    });
+    const recorder = new HopRecorder({
+      hopLatency: meter.createHistogram('audio_latency_seconds'),
+      transitLatency: meter.createHistogram('audio_transit_latency_seconds'),
+      signatures: meter.createCounter('audio_signatures'),
+      collisions: meter.createCounter('audio_signature_collisions'),
+      endpoints,
+    });
+    const a = endpoints.internAddress('10.0.0.1');
+    const r = endpoints.internAddress('10.0.0.2');
+    const x = endpoints.internAddress('192.0.2.7');
+    recorder.hop(a, r, 0.01, 0, 0, 0);
+    recorder.hop(x, r, 0.01, 0, 0, 0);
+    recorder.signature(a);
+    recorder.flush();
+    const builds = recorder.stats.attributeBuilds;
+    // 10.0.0.1 passes to a new pod: only that endpoint is invalidated, found without interning.
+    owners.set('10.0.0.1', Object.freeze({ name: 'caller-1', namespace: 'media' }));
+    const size = endpoints.size;
+    assert.equal(endpoints.lookup('10.0.0.1'), a);
+    assert.equal(endpoints.lookup('10.0.0.99'), -1);
+    assert.equal(endpoints.size, size, 'lookup() interns nothing');
+    endpoints.invalidate(a);
+    recorder.hop(a, r, 0.01, 0, 0, 0);
+    recorder.hop(x, r, 0.01, 0, 0, 0);
+    recorder.signature(a);
+    recorder.flush();
+    assert.equal(recorder.stats.attributeBuilds - builds, 2, 'the a->r pair and sender a only');
+
+    const all = await metrics(reader);
+    const points = histogram(all, 'audio_latency_seconds').dataPoints.map((p) => ({
+      ...p.attributes,
+      count: p.value.count,
+    }));
+    const sortKey = (o: Record<string, unknown>) => JSON.stringify(o);
+    assert.deepEqual(
+      points.sort((p, q) => sortKey(p).localeCompare(sortKey(q))),
+      [
+        {
+          source_pod: 'caller-0',
+          source_namespace: 'media',
+          dest_pod: 'relay-0',
+          dest_namespace: 'core',
+          count: 1,
+        },
+        {
+          source_pod: 'caller-1',
+          source_namespace: 'media',
+          dest_pod: 'relay-0',
+          dest_namespace: 'core',
+          count: 1,
+        },
+        {
+          source_pod: 'external',
+          source_namespace: '',
+          dest_pod: 'relay-0',
+          dest_namespace: 'core',
+          count: 2,
+        },
+      ].sort((p, q) => sortKey(p).localeCompare(sortKey(q))),
+    );
+    const senders = sum(all, 'audio_signatures').dataPoints.map((p) => ({
+      ...p.attributes,
+      n: p.value,
+    }));
+    assert.deepEqual(
+      senders.sort((p, q) => sortKey(p).localeCompare(sortKey(q))),
+      [
+        { pod: 'caller-0', namespace: 'media', n: 1 },
+        { pod: 'caller-1', namespace: 'media', n: 1 },
+      ],
+    );
+  });
+
   it('flushes held signature counts by itself once FLUSH_INTERVAL_MS has passed', (t) => {
     let clock = 1_000_000;
     t.mock.method(Date, 'now', () => clock);

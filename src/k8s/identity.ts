@@ -1,0 +1,295 @@
+/**
+ * What metrics call an endpoint, and how many different names they may use.
+ *
+ * PodLabeler turns an IP address (or a container ID / pod UID, for the hostNetwork attribution
+ * that feeds cgroup paths later) into an EndpointLabel: `{name, namespace}` of a pod of this node,
+ * `external` (or the IP, K8S_LABEL_EXTERNAL=ip) for anything else, or `other` once
+ * MAX_POD_LABEL_VALUES values are in use. Without Kubernetes every endpoint is named by its IP.
+ *
+ * A label value (a namespace/name pair, or an IP) is *admitted* when first handed out and counts
+ * towards the cap until it is *retired*: SERIES_TTL_MS after its pod left the cache (deleted,
+ * evicted), or after its IP became a known pod. Retired values are what the exporters drop
+ * (dropSeries) until the meter pipeline has also pruned them from the SDK (forgetRetired).
+ * A value is never retired while its pod lives, so its series never flap.
+ *
+ * Nothing here touches the network: lookups are PodCache Map reads, and the labels are frozen
+ * objects shared by every endpoint with the same value (EndpointTable caches them per id).
+ */
+
+import type { Attributes } from '@opentelemetry/api';
+import type { EndpointLabel, EndpointTable } from '../endpoints.js';
+import type { ExternalLabel } from '../config.js';
+import type { PodCache, PodIdentity } from './pod-cache.js';
+import { parseCgroupPath } from './cgroup.js';
+import {
+  ATTR_DEST_NAMESPACE,
+  ATTR_DEST_POD,
+  ATTR_NAMESPACE,
+  ATTR_POD,
+  ATTR_SOURCE_NAMESPACE,
+  ATTR_SOURCE_POD,
+} from '../../otel/metric-names.js';
+
+/** Label of an endpoint that is not a known pod (K8S_LABEL_EXTERNAL=external). */
+export const LABEL_EXTERNAL = 'external';
+/** Label of every endpoint beyond MAX_POD_LABEL_VALUES. */
+export const LABEL_OTHER = 'other';
+
+/** Pods always have a namespace: an empty one marks a value that is not a pod. */
+export const EXTERNAL: EndpointLabel = Object.freeze({ name: LABEL_EXTERNAL, namespace: '' });
+export const OTHER: EndpointLabel = Object.freeze({ name: LABEL_OTHER, namespace: '' });
+
+/** Retired values remembered for the export filter when the SDK cannot be pruned. */
+const MAX_REMEMBERED_RETIRED = 65_536;
+
+export interface PodLabelerOptions {
+  /** This node's pods; null when Kubernetes is off (endpoints are named by IP). */
+  cache: PodCache | null;
+  /** K8S_LABEL_EXTERNAL. Default 'external'. */
+  external?: ExternalLabel;
+  /** MAX_POD_LABEL_VALUES. */
+  maxValues: number;
+  /** SERIES_TTL_MS. */
+  seriesTtlMs: number;
+  /** Wall clock in ms (injected in tests). Default Date.now. */
+  now?: () => number;
+}
+
+export interface PodLabelerStats {
+  /** Values admitted now (live, or dead and within the TTL). */
+  values: number;
+  /** Labels handed out as `other` because the cap was reached. */
+  overflows: number;
+  /** Values retired so far. */
+  retired: number;
+  /** Retired values the exporters still filter out (not yet pruned from the SDK). */
+  filtered: number;
+}
+
+export interface SweepResult {
+  /** Values retired since the previous sweep() (by it, or to make room for a new value). */
+  retired: number;
+  /** True when endpoints labelled `other` should be labelled again (values became free). */
+  refold: boolean;
+}
+
+interface Admitted {
+  readonly label: EndpointLabel;
+  /** UID of the pod last seen under this name; '' for an IP value. */
+  uid: string;
+  /** The IP of an IP value ('' for a pod). */
+  readonly ip: string;
+  /** When the pod (or the IP's unknown status) went away; undefined while alive. */
+  deadSinceMs: number | undefined;
+}
+
+/**
+ * The PodCache.onChange hook of an endpoint table: forgets the labels of the endpoints at `ips`
+ * (found without interning), so their next sample is named after the IP's new owner. Returns
+ * how many endpoints were known.
+ */
+export function invalidateIps(endpoints: EndpointTable, ips: readonly string[]): number {
+  let n = 0;
+  for (const ip of ips) {
+    let id: number;
+    try {
+      id = endpoints.lookup(ip);
+    } catch {
+      continue; // not an address: nothing of ours can carry it
+    }
+    if (id >= 0) {
+      endpoints.invalidate(id);
+      n++;
+    }
+  }
+  return n;
+}
+
+const keyOf = (namespace: string, name: string): string => `${namespace}/${name}`;
+
+export class PodLabeler {
+  private readonly cache: PodCache | null;
+  private readonly external: ExternalLabel;
+  private readonly maxValues: number;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+  private readonly admitted = new Map<string, Admitted>();
+  /** Retired keys, oldest first: the export filter. */
+  private readonly retired = new Set<string>();
+  private overflowCount = 0;
+  private retiredCount = 0;
+  /** Some label was folded into `other` since the last refold. */
+  private folded = false;
+  /** Retired since the last sweep() result (admit() may retire too): still to be pruned. */
+  private unreportedRetired = 0;
+
+  constructor(options: PodLabelerOptions) {
+    const { maxValues, seriesTtlMs } = options;
+    if (!Number.isInteger(maxValues) || maxValues < 1) {
+      throw new RangeError(`PodLabeler: maxValues must be a positive integer, got ${maxValues}`);
+    }
+    if (!(seriesTtlMs >= 0)) {
+      throw new RangeError(`PodLabeler: seriesTtlMs must be >= 0, got ${seriesTtlMs}`);
+    }
+    this.cache = options.cache;
+    this.external = options.external ?? 'external';
+    this.maxValues = maxValues;
+    this.ttlMs = seriesTtlMs;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The EndpointLabeler of the endpoint table: a pod of this node by IP, else external/IP. */
+  labelIp(ip: string): EndpointLabel {
+    if (this.cache === null) return this.ipLabel(ip);
+    const pod = this.cache.byIp(ip);
+    if (pod !== undefined) return this.labelPod(pod);
+    return this.external === 'ip' ? this.ipLabel(ip) : EXTERNAL;
+  }
+
+  /** A pod's label (admitting its value), or `other` beyond the cap. */
+  labelPod(pod: PodIdentity): EndpointLabel {
+    const key = keyOf(pod.namespace, pod.name);
+    const known = this.admitted.get(key);
+    if (known !== undefined) {
+      known.uid = pod.uid;
+      known.deadSinceMs = undefined;
+      return known.label;
+    }
+    return this.admit(key, { name: pod.name, namespace: pod.namespace }, pod.uid, '');
+  }
+
+  /** The pod of a container (hostNetwork attribution by cgroup), or undefined when unknown. */
+  labelContainer(containerId: string): EndpointLabel | undefined {
+    const pod = this.cache?.byContainerId(containerId);
+    return pod === undefined ? undefined : this.labelPod(pod);
+  }
+
+  /** The pod with this UID, or undefined when unknown. */
+  labelPodUid(uid: string): EndpointLabel | undefined {
+    const pod = this.cache?.byUid(uid);
+    return pod === undefined ? undefined : this.labelPod(pod);
+  }
+
+  /**
+   * The pod a cgroup path names (container ID first, then pod UID), or undefined. The cgroup
+   * path is what the classifier's hostNetwork attribution will hand over.
+   */
+  labelCgroupPath(path: string): EndpointLabel | undefined {
+    const parsed = parseCgroupPath(path);
+    if (parsed === undefined) return undefined;
+    if (parsed.containerId !== undefined) {
+      const byContainer = this.labelContainer(parsed.containerId);
+      if (byContainer !== undefined) return byContainer;
+    }
+    return parsed.podUid === undefined ? undefined : this.labelPodUid(parsed.podUid);
+  }
+
+  /**
+   * Marks values whose pod is gone as dead (and revives those whose pod is back), then retires
+   * the ones dead for at least the TTL. Call after pod changes and periodically (cheap: one Map
+   * read per admitted value).
+   */
+  sweep(): SweepResult {
+    this.retireExpired();
+    const retired = this.unreportedRetired;
+    this.unreportedRetired = 0;
+    const refold = retired > 0 && this.folded && this.admitted.size < this.maxValues;
+    if (refold) this.folded = false;
+    return { retired, refold };
+  }
+
+  /** True when a data point carries a retired value: the exporters must not show it. */
+  dropSeries(attributes: Attributes): boolean {
+    if (this.retired.size === 0) return false;
+    return (
+      this.isRetired(attributes[ATTR_SOURCE_NAMESPACE], attributes[ATTR_SOURCE_POD]) ||
+      this.isRetired(attributes[ATTR_DEST_NAMESPACE], attributes[ATTR_DEST_POD]) ||
+      this.isRetired(attributes[ATTR_NAMESPACE], attributes[ATTR_POD])
+    );
+  }
+
+  /** The SDK no longer holds the retired series: the export filter can forget them. */
+  forgetRetired(): void {
+    this.retired.clear();
+  }
+
+  /** How many values are admitted now. */
+  get size(): number {
+    return this.admitted.size;
+  }
+
+  get stats(): PodLabelerStats {
+    return {
+      values: this.admitted.size,
+      overflows: this.overflowCount,
+      retired: this.retiredCount,
+      filtered: this.retired.size,
+    };
+  }
+
+  // ---- internals
+
+  /** Marks dead values, revives those whose pod is back, retires those dead for the TTL. */
+  private retireExpired(): void {
+    const now = this.now();
+    for (const [key, entry] of this.admitted) {
+      if (this.isAlive(entry)) {
+        entry.deadSinceMs = undefined;
+        continue;
+      }
+      entry.deadSinceMs ??= now;
+      if (now - entry.deadSinceMs >= this.ttlMs) {
+        this.admitted.delete(key);
+        this.remember(key);
+        this.retiredCount++;
+        this.unreportedRetired++;
+      }
+    }
+  }
+
+  private ipLabel(ip: string): EndpointLabel {
+    const key = keyOf('', ip);
+    const known = this.admitted.get(key);
+    if (known !== undefined) {
+      known.deadSinceMs = undefined;
+      return known.label;
+    }
+    return this.admit(key, { name: ip, namespace: '' }, '', ip);
+  }
+
+  private admit(key: string, label: EndpointLabel, uid: string, ip: string): EndpointLabel {
+    // Values past their TTL may be waiting for the next sweep: make room from them first.
+    if (this.admitted.size >= this.maxValues) this.retireExpired();
+    if (this.admitted.size >= this.maxValues) {
+      this.overflowCount++;
+      this.folded = true;
+      return OTHER;
+    }
+    const frozen = Object.freeze({ name: label.name, namespace: label.namespace });
+    this.admitted.set(key, { label: frozen, uid, ip, deadSinceMs: undefined });
+    // A value that comes back (a StatefulSet pod recreated under its name) is exported again.
+    this.retired.delete(key);
+    return frozen;
+  }
+
+  private isAlive(entry: Admitted): boolean {
+    if (this.cache === null) return true;
+    // An IP value lives while the IP is not (or no longer) a known pod.
+    if (entry.uid === '') return this.cache.byIp(entry.ip) === undefined;
+    return this.cache.byUid(entry.uid) !== undefined;
+  }
+
+  private remember(key: string): void {
+    this.retired.delete(key);
+    this.retired.add(key);
+    if (this.retired.size > MAX_REMEMBERED_RETIRED) {
+      const oldest = this.retired.values().next();
+      if (oldest.done !== true) this.retired.delete(oldest.value);
+    }
+  }
+
+  private isRetired(namespace: unknown, name: unknown): boolean {
+    if (typeof name !== 'string') return false;
+    return this.retired.has(keyOf(typeof namespace === 'string' ? namespace : '', name));
+  }
+}
