@@ -477,8 +477,8 @@ const SPECS = {
     env: 'AUDIO_PORTS',
     default: 'all',
     expected:
-      '`all`, empty, or comma-separated UDP ports and inclusive ranges from 1 to 65535 (e.g. 5004,10000-20000)',
-    doc: 'UDP ports whose packets are inspected for audio (either source or destination port). `all` inspects every UDP packet.',
+      '`all`, empty, or comma-separated ports and inclusive ranges from 1 to 65535 (e.g. 5004,10000-20000)',
+    doc: 'UDP and TCP ports whose packets are inspected for audio (either source or destination port); packets on other ports leave the classifier before any payload is read. `all` inspects every UDP and TCP packet (encrypted and bulk TCP streams are still recognised and skipped early).',
     parse: parseAudioPorts,
   }),
   signatureWindowSize: spec<number>({
