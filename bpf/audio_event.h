@@ -62,10 +62,14 @@ struct audio_event {
 	__u16 captured_len; /* audio bytes copied into data[] */
 	__u16 flags;        /* enum aev_flags */
 	__u32 seq;          /* TCP: sequence number of data[0]; UDP: 0 */
+	/* Egress: cgroup v2 ID of the sending socket (bpf_skb_cgroup_id), the
+	 * key of hostNetwork attribution (docs/kubernetes.md). 0 on ingress, and
+	 * on egress when the skb has no socket (forwarded, or it crossed a veth). */
+	__u64 cgroup_id;
 	__u8 data[AEV_MAX_CAPTURE];
 };
 
-#define AEV_HEADER_SIZE 64 /* offsetof(struct audio_event, data) */
+#define AEV_HEADER_SIZE 72 /* offsetof(struct audio_event, data) */
 
 /* Indices of the per-CPU statistics array. */
 enum aev_stat {
@@ -184,8 +188,9 @@ struct sig_record {
 	__u8 protocol;
 	__u8 encoding;     /* encoding of the packet holding the anchor byte */
 	__u32 _pad;
+	__u64 cgroup_id;   /* of the event that completed the window (0: none) */
 };
 
-#define SIG_RECORD_SIZE 64
+#define SIG_RECORD_SIZE 72
 
 #endif /* AUDIO_EVENT_H */

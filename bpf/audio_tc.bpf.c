@@ -161,6 +161,17 @@ static __always_inline int load_flow(struct __sk_buff *skb, const struct parse_s
 	return 0;
 }
 
+/*
+ * The sending socket's cgroup v2 ID, on egress only: at TC ingress no
+ * socket is attached yet. dir is a constant in each program, so ingress
+ * pays nothing. 0 when the skb has no socket (forwarded, or orphaned by a
+ * veth crossing).
+ */
+static __always_inline __u64 sender_cgroup(struct __sk_buff *skb, __u8 dir)
+{
+	return dir == AEV_DIR_EGRESS ? bpf_skb_cgroup_id(skb) : 0;
+}
+
 /* Copies the span into the per-CPU event and submits it. */
 static __always_inline void emit_event(struct __sk_buff *skb, const struct parse_state *st,
 				       const struct aev_flow_key *flow,
@@ -206,6 +217,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, const struct parse
 	ev->captured_len = cap;
 	ev->flags = flags;
 	ev->seq = 0;
+	ev->cgroup_id = sender_cgroup(skb, dir);
 	s->count[AEV_STAT_AUDIO]++;
 	/* Once per crossing: while the consumer catches up, more wake-ups
 	 * would only cost. */
@@ -311,6 +323,7 @@ static __always_inline void emit_tcp(struct __sk_buff *skb, const struct parse_s
 	ev->encoding = AEV_ENC_RAW_LE16;
 	ev->sport = st->sport;
 	ev->dport = st->dport;
+	ev->cgroup_id = sender_cgroup(skb, dir);
 	c.skb = skb;
 	c.ev = ev;
 	c.s = s;

@@ -5,7 +5,7 @@
  */
 
 export const AEV_MAX_CAPTURE = 1984;
-export const AEV_HEADER_SIZE = 64;
+export const AEV_HEADER_SIZE = 72;
 export const PORT_MAP_WORDS = 1024;
 
 export const Direction = { Ingress: 0, Egress: 1 } as const;
@@ -48,7 +48,9 @@ export const AudioEventLayout = {
   capturedLen: 56,
   flags: 58,
   seq: 60,
-  data: 64,
+  /** Egress: cgroup v2 ID of the sending socket; 0 on ingress or without a socket. */
+  cgroupId: 64,
+  data: 72,
   size: AEV_HEADER_SIZE + AEV_MAX_CAPTURE,
 } as const;
 
@@ -133,6 +135,8 @@ export const SigRecordLayout = {
   family: 57,
   protocol: 58,
   encoding: 59,
-  size: 64,
+  /** u64: the cgroup ID of the event that completed the window (0: none). */
+  cgroupId: 64,
+  size: 72,
 } as const;
 export const SIG_RECORD_SIZE = SigRecordLayout.size;

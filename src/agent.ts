@@ -19,6 +19,7 @@ import { PodCache, PodSourceSwitch } from './k8s/pod-cache.js';
 import { KubeletSource } from './k8s/kubelet-source.js';
 import { ApiServerSource } from './k8s/apiserver-source.js';
 import { invalidateIps, OTHER, PodLabeler } from './k8s/identity.js';
+import { CgroupIdentities, cgroupScanner, HostNetworkSources } from './k8s/cgroup-ids.js';
 import {
   createMeterPipeline,
   K8sResourceDetector,
@@ -52,6 +53,8 @@ export class Agent {
   private labeler: PodLabeler | null = null;
   private podCache: PodCache | null = null;
   private podSources: PodSourceSwitch | null = null;
+  private cgroupIds: CgroupIdentities | null = null;
+  private hostSources: HostNetworkSources | null = null;
   private pruneUnsupportedLogged = false;
   private expireTimer: NodeJS.Timeout | null = null;
   private ready = false;
@@ -84,6 +87,8 @@ export class Agent {
       seriesTtlMs: config.labels.seriesTtlMs,
     });
     this.labeler = labeler;
+    this.startCgroupAttribution(this.podCache);
+    const hostSources = this.hostSources;
     const pipeline = await createMeterPipeline(this.pipelineOptions());
     this.pipeline = pipeline;
     log.info('metrics endpoint listening', {
@@ -95,6 +100,7 @@ export class Agent {
       capacity: Math.max(MIN_ENDPOINTS, config.maxFlows * ENDPOINTS_PER_FLOW),
       minIdleNs: config.flowTimeoutMs * 1e6,
       labeler: (ip) => labeler.labelIp(ip),
+      podLabeler: (uid) => labeler.labelHostPod(hostSources?.podUidOf(uid) ?? uid),
     });
     this.endpoints = endpoints;
     this.podCache?.onChange((ips) => this.onPodsChanged(ips));
@@ -117,7 +123,9 @@ export class Agent {
       maxPending: config.maxPendingSignatures,
     });
     this.correlator = correlator;
-    const decoder = new SignatureBatchDecoder(endpoints, correlator);
+    const decoder = new SignatureBatchDecoder(endpoints, correlator, {
+      cgroupSources: hostSources,
+    });
 
     const open = this.opts.openClassifier ?? Classifier.open;
     this.classifier = open(this.classifierOptions(decoder));
@@ -131,10 +139,27 @@ export class Agent {
       correlator.expire(monotonicNowNs());
       recorder.flush();
       this.sweepLabels();
+      this.cgroupIds?.expire();
     }, EXPIRE_INTERVAL_MS);
     this.expireTimer.unref();
     this.ready = true;
     log.info('agent started', { interfaces: config.interfaces });
+  }
+
+  /**
+   * hostNetwork attribution (docs/kubernetes.md): the classifier's egress cgroup IDs mapped to
+   * containers by walking the cgroup2 tree. The first walk runs in the background; records of
+   * cgroups not known yet keep the node address until a (rate-limited) rescan has found them.
+   */
+  private startCgroupAttribution(cache: PodCache | null): void {
+    if (cache === null) return;
+    const log = this.opts.log;
+    const ids = new CgroupIdentities({ scan: cgroupScanner({ log }), log });
+    this.cgroupIds = ids;
+    this.hostSources = new HostNetworkSources(ids, cache);
+    void ids.scanNow().then(() => {
+      log.info('cgroup scan for hostNetwork attribution', { containers: ids.stats.containers });
+    });
   }
 
   /**
@@ -319,6 +344,7 @@ export class Agent {
   /** Synchronous last resort (process exit, uncaught error): detach everything now. */
   closeNow(): void {
     this.ready = false;
+    this.cgroupIds?.stop();
     if (this.expireTimer) clearInterval(this.expireTimer);
     this.expireTimer = null;
     try {

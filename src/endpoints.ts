@@ -2,6 +2,10 @@
  * Interns IP endpoints (address family + 16 address bytes) into small integer ids, so the
  * correlator can key its tables on numbers, and names each id through an injected resolver.
  *
+ * Besides IPv4 and IPv6 there is one synthetic family, AddressFamily.HostPod: a hostNetwork pod
+ * found through the sending socket's cgroup (docs/kubernetes.md). Its 16 "address" bytes are the
+ * pod's UID, so every container of the pod is one endpoint, and it is named by `podLabeler`.
+ *
  * Hot path: `intern()` reads the address as four 32-bit words straight from a batch buffer and
  * allocates nothing when the endpoint is known. Labels are resolved lazily (only when a metric is
  * about to carry one) and cached until `relabel()`/`invalidate()`.
@@ -26,6 +30,9 @@ export interface EndpointLabel {
 /** Maps an IP address (canonical text form) to its label. */
 export type EndpointLabeler = (ip: string) => EndpointLabel;
 
+/** Maps the pod UID of a HostPod endpoint (dashed UUID text, see hostPodAddress) to its label. */
+export type HostPodLabeler = (podUid: string) => EndpointLabel;
+
 export interface EndpointTableOptions {
   /** Most endpoints held at once; ids are 0 .. capacity-1. */
   capacity: number;
@@ -33,6 +40,8 @@ export interface EndpointTableOptions {
   resolver?: EndpointResolver;
   /** Names an endpoint with a namespace; wins over `resolver`. */
   labeler?: EndpointLabeler;
+  /** Names a HostPod endpoint. Default: its UID text, no namespace. */
+  podLabeler?: HostPodLabeler;
   /**
    * An id is only reclaimed when it has been idle (by event time) for at least this long;
    * otherwise interning a new endpoint into a full table fails (returns -1, counted as
@@ -51,7 +60,12 @@ export interface EndpointTableStats {
   rejected: number;
 }
 
-export const AddressFamily = { Inet: 4, Inet6: 6 } as const;
+/**
+ * Values of a record's family byte, and of an endpoint's. HostPod (128) is never in a record: the
+ * decoder gives it to the source of a record sent from a hostNetwork pod's cgroup. 128 is no
+ * AF_* value the classifier can write (it writes 4 or 6).
+ */
+export const AddressFamily = { Inet: 4, Inet6: 6, HostPod: 128 } as const;
 
 const NONE = -1;
 /** Recency resolution of the least-recently-used order: reclaim decisions are about endpoints
@@ -66,6 +80,14 @@ function fromResolver(resolver: EndpointResolver): EndpointLabeler {
 /** Default: an endpoint is named by its address. */
 const byAddress: EndpointLabeler = (ip) => ({ name: ip, namespace: '' });
 
+function isEndpointFamily(family: number): boolean {
+  return (
+    family === AddressFamily.Inet ||
+    family === AddressFamily.Inet6 ||
+    family === AddressFamily.HostPod
+  );
+}
+
 function hashAddress(family: number, w0: number, w1: number, w2: number, w3: number): number {
   let h = Math.imul(family ^ w0, 0x9e3779b1);
   h = Math.imul(h ^ w1, 0x85ebca77);
@@ -77,6 +99,7 @@ function hashAddress(family: number, w0: number, w1: number, w2: number, w3: num
 export class EndpointTable {
   readonly capacity: number;
   private labeler: EndpointLabeler;
+  private podLabeler: HostPodLabeler;
   private readonly minIdleNs: number;
 
   /** Open-addressing index (linear probing): id + 1, 0 = empty. */
@@ -113,6 +136,7 @@ export class EndpointTable {
     this.labeler =
       options.labeler ??
       (options.resolver !== undefined ? fromResolver(options.resolver) : byAddress);
+    this.podLabeler = options.podLabeler ?? byAddress;
     this.minIdleNs = options.minIdleNs ?? 0;
     const buckets = nextPowerOfTwo(capacity * 2);
     this.index = new Int32Array(buckets);
@@ -131,12 +155,13 @@ export class EndpointTable {
 
   /**
    * Id of the endpoint whose address is `words[at .. at+4)` (the 16 address bytes as read
-   * through a Uint32Array over the record; IPv4 uses the first word, the rest are zero).
-   * Returns -1 when `family` is not 4 or 6, or when the table is full of endpoints used within
-   * `minIdleNs`. `nowNs` (event time) orders the least-recently-used reclaim.
+   * through a Uint32Array over the record; IPv4 uses the first word, the rest are zero; HostPod:
+   * hostPodAddress()). Returns -1 when `family` is not 4, 6 or HostPod, or when the table is
+   * full of endpoints used within `minIdleNs`. `nowNs` (event time) orders the
+   * least-recently-used reclaim.
    */
   intern(family: number, words: Uint32Array, at: number, nowNs: number): number {
-    if (family !== AddressFamily.Inet && family !== AddressFamily.Inet6) return NONE;
+    if (!isEndpointFamily(family)) return NONE;
     const w0 = words[at];
     const w1 = words[at + 1];
     const w2 = words[at + 2];
@@ -172,12 +197,15 @@ export class EndpointTable {
     return this.intern(parsed.family, parsed.words, 0, nowNs);
   }
 
-  /** Canonical text of the address of `id` (dotted quad, or RFC 5952 IPv6). */
+  /** Canonical text of the address of `id` (dotted quad, RFC 5952 IPv6, or a HostPod's UID). */
   address(id: number): string {
     this.checkId(id, 'address');
     let text = this.addresses[id];
     if (text === undefined) {
-      text = formatAddress(this.family[id], this.keyBytes, id * 16);
+      text =
+        this.family[id] === AddressFamily.HostPod
+          ? formatPodUid(this.keyBytes, id * 16)
+          : formatAddress(this.family[id], this.keyBytes, id * 16);
       this.addresses[id] = text;
     }
     return text;
@@ -188,14 +216,17 @@ export class EndpointTable {
     return this.endpointLabel(id).name;
   }
 
-  /** The metrics label of `id`: labeler(address), cached until relabel()/invalidate(). */
+  /**
+   * The metrics label of `id`: labeler(address), or podLabeler(uid) for a HostPod endpoint,
+   * cached until relabel()/invalidate().
+   */
   endpointLabel(id: number): EndpointLabel {
     this.checkId(id, 'label');
     let label = this.labels[id];
     if (label === undefined) {
       const ip = this.address(id);
       try {
-        label = this.labeler(ip);
+        label = this.family[id] === AddressFamily.HostPod ? this.podLabeler(ip) : this.labeler(ip);
       } catch {
         // A failing labeler must not stop the data path: the address names the endpoint.
         label = { name: ip, namespace: '' };
@@ -203,6 +234,12 @@ export class EndpointTable {
       this.labels[id] = label;
     }
     return label;
+  }
+
+  /** The family of `id`: 4, 6 or AddressFamily.HostPod. */
+  familyOf(id: number): number {
+    this.checkId(id, 'familyOf');
+    return this.family[id];
   }
 
   /** Changes whenever the label of `id` may have changed: compare to drop cached attributes. */
@@ -219,9 +256,10 @@ export class EndpointTable {
     for (let id = 0; id < this.used; id++) this.invalidate(id);
   }
 
-  /** relabel() with a labeler (names with namespaces). */
-  setLabeler(labeler: EndpointLabeler): void {
+  /** relabel() with a labeler (names with namespaces), and optionally a HostPod labeler. */
+  setLabeler(labeler: EndpointLabeler, podLabeler?: HostPodLabeler): void {
     this.labeler = labeler;
+    if (podLabeler !== undefined) this.podLabeler = podLabeler;
     for (let id = 0; id < this.used; id++) this.invalidate(id);
   }
 
@@ -252,7 +290,15 @@ export class EndpointTable {
   /** Id of a known address, or -1. Allocates; not for the hot path. */
   lookup(ip: string): number {
     const parsed = parseAddress(ip);
-    const { family, words } = parsed;
+    return this.lookupWords(parsed.family, parsed.words);
+  }
+
+  /** Id of the HostPod endpoint of a pod UID, or -1. Allocates; not for the hot path. */
+  lookupHostPod(podUid: string): number {
+    return this.lookupWords(AddressFamily.HostPod, hostPodAddress(podUid));
+  }
+
+  private lookupWords(family: number, words: Uint32Array): number {
     const hash = hashAddress(family, words[0], words[1], words[2], words[3]);
     const b = this.findBucket(family, words[0], words[1], words[2], words[3], hash);
     return b === NONE ? NONE : this.index[b] - 1;
@@ -455,6 +501,38 @@ export function parseAddress(ip: string): ParsedAddress {
     bytes[i * 2 + 1] = all[i] & 0xff;
   }
   return { family: AddressFamily.Inet6, words, bytes };
+}
+
+const HEX32 = /^[0-9a-f]{32}$/;
+
+/**
+ * The 16 address bytes (as 4 host-order words, the layout intern() reads) of the HostPod endpoint
+ * of a pod: the pod UID's 128 bits (a UUID, or the 32-hex config hash of a static pod), so
+ * distinct pods never share an endpoint. A UID of any other shape (not from a real API server)
+ * is hashed into the 16 bytes instead. Allocates: call once per pod, not per record.
+ */
+export function hostPodAddress(podUid: string): Uint32Array {
+  const words = new Uint32Array(4);
+  const bytes = new Uint8Array(words.buffer);
+  const hex = podUid.toLowerCase().replace(/-/g, '');
+  if (HEX32.test(hex)) {
+    for (let i = 0; i < 16; i++) bytes[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+    return words;
+  }
+  let h = 0x811c9dc5;
+  for (let i = 0; i < podUid.length; i++) h = Math.imul(h ^ podUid.charCodeAt(i), 0x01000193);
+  for (let i = 0; i < 4; i++) {
+    h = mix32(h + i + 1);
+    words[i] = h;
+  }
+  return words;
+}
+
+/** A HostPod endpoint's bytes as a dashed UUID (8-4-4-4-12 lower-case hex). */
+export function formatPodUid(bytes: Uint8Array, at: number): string {
+  let hex = '';
+  for (let i = 0; i < 16; i++) hex += bytes[at + i].toString(16).padStart(2, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 function writeIPv4(ip: string, out: Uint8Array, at: number): void {

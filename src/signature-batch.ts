@@ -4,6 +4,10 @@
  *
  * The addon writes records in host byte order, so the fields are read through typed-array views
  * (host order by definition) created once per batch; nothing is allocated per record.
+ *
+ * hostNetwork attribution: a record carrying a cgroup ID (egress, from the sending socket) whose
+ * cgroup belongs to a hostNetwork pod gets that pod's HostPod endpoint as its source instead of
+ * the node address it shares with every other hostNetwork process (docs/kubernetes.md).
  */
 
 import { SIG_RECORD_SIZE, SigRecordLayout } from './abi.js';
@@ -22,6 +26,8 @@ const W_DADDR = SigRecordLayout.daddr / 4;
 // sport and dport share one word: used whole, as the identity of the port pair.
 const W_PORTS = SigRecordLayout.sport / 4;
 const W_IFINDEX = SigRecordLayout.ifindex / 4;
+const W_CGROUP_LO = SigRecordLayout.cgroupId / 4 + (LITTLE_ENDIAN ? 0 : 1);
+const W_CGROUP_HI = SigRecordLayout.cgroupId / 4 + (LITTLE_ENDIAN ? 1 : 0);
 
 /** Records per chunk: pass 1 touches what pass 2 needs; a chunk's lines stay in L1/L2. */
 const CHUNK = 64;
@@ -34,25 +40,52 @@ export interface SignatureBatchStats {
   badFamily: number;
   /** Records dropped: the endpoint table was full of active endpoints. */
   endpointsFull: number;
+  /** Records whose source became a hostNetwork pod's endpoint (by the sender's cgroup). */
+  hostPodSources: number;
+}
+
+/**
+ * Names the hostNetwork pod behind a sending socket's cgroup (src/k8s/cgroup-ids.ts). Called for
+ * every record with a non-zero cgroup ID, on the hot path: lookups only, no I/O, no allocation.
+ */
+export interface CgroupSourceResolver {
+  /**
+   * The HostPod address words (endpoints.ts hostPodAddress, AddressFamily.HostPod) of the
+   * hostNetwork pod owning cgroup `(hi << 32) | lo`, or null when it is not one (unknown cgroup,
+   * not a container, a pod on the pod network): the record keeps its IP source.
+   */
+  hostPodAddress(cgroupLo: number, cgroupHi: number): Uint32Array | null;
+}
+
+export interface SignatureBatchDecoderOptions {
+  /** hostNetwork attribution; null or absent: sources are always the record's address. */
+  cgroupSources?: CgroupSourceResolver | null;
 }
 
 export class SignatureBatchDecoder {
   private readonly endpoints: EndpointTable;
   private readonly observer: SignatureObserver;
+  private readonly cgroupSources: CgroupSourceResolver | null;
   /** Copy target for batches whose buffer is not 4-byte aligned (grown on demand, reused). */
   private scratch = new Uint32Array(0);
   private batchCount = 0;
   private recordCount = 0;
   private badFamilyCount = 0;
   private endpointsFullCount = 0;
+  private hostPodSourceCount = 0;
   /** Endpoint ids of the current chunk: [src, dst] per record (BAD_FAMILY, or -1: none). */
   private readonly ids = new Int32Array(CHUNK * 2);
   /** Sum of the prefetch touches, kept so the loads are never optimised away. */
   private touched = 0;
 
-  constructor(endpoints: EndpointTable, observer: SignatureObserver) {
+  constructor(
+    endpoints: EndpointTable,
+    observer: SignatureObserver,
+    options: SignatureBatchDecoderOptions = {},
+  ) {
     this.endpoints = endpoints;
     this.observer = observer;
+    this.cgroupSources = options.cgroupSources ?? null;
   }
 
   /**
@@ -103,7 +136,7 @@ export class SignatureBatchDecoder {
       }
       const tsNs = words[w + W_TS_LO] + words[w + W_TS_HI] * 4294967296;
       if (tsNs > latestNs) latestNs = tsNs;
-      const src = endpoints.intern(family, words, w + W_SADDR, tsNs);
+      const src = this.source(family, words, w, tsNs);
       const dst = endpoints.intern(family, words, w + W_DADDR, tsNs);
       ids[k] = src;
       ids[k + 1] = dst;
@@ -112,6 +145,23 @@ export class SignatureBatchDecoder {
       }
     }
     this.touched = touched + observer.prefetchRemovals(latestNs, end - start);
+  }
+
+  /** The source endpoint of the record at word `w`: its hostNetwork pod, else its address. */
+  private source(family: number, words: Uint32Array, w: number, tsNs: number): number {
+    const resolver = this.cgroupSources;
+    if (resolver !== null) {
+      const lo = words[w + W_CGROUP_LO];
+      const hi = words[w + W_CGROUP_HI];
+      if ((lo | hi) !== 0) {
+        const pod = resolver.hostPodAddress(lo, hi);
+        if (pod !== null) {
+          this.hostPodSourceCount++;
+          return this.endpoints.intern(AddressFamily.HostPod, pod, 0, tsNs);
+        }
+      }
+    }
+    return this.endpoints.intern(family, words, w + W_SADDR, tsNs);
   }
 
   /** Pass 2 over a chunk: one observe() per record with valid endpoints. */
@@ -156,6 +206,7 @@ export class SignatureBatchDecoder {
       records: this.recordCount,
       badFamily: this.badFamilyCount,
       endpointsFull: this.endpointsFullCount,
+      hostPodSources: this.hostPodSourceCount,
     };
   }
 
@@ -185,6 +236,8 @@ export interface SigRecordFields {
   direction: number;
   protocol?: number;
   encoding?: number;
+  /** The sending socket's cgroup ID (egress); default 0 (none). */
+  cgroupId?: bigint | number;
 }
 
 /**
@@ -218,4 +271,5 @@ export function writeSigRecord(target: Uint8Array, index: number, fields: SigRec
   view.setUint8(L.family, source.family);
   view.setUint8(L.protocol, fields.protocol ?? 17);
   view.setUint8(L.encoding, fields.encoding ?? 0);
+  view.setBigUint64(L.cgroupId, BigInt(fields.cgroupId ?? 0), LITTLE_ENDIAN);
 }

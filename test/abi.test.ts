@@ -55,6 +55,7 @@ const AUDIO_EVENT_FIELDS: readonly Field[] = [
   ['captured_len', 'capturedLen', 2],
   ['flags', 'flags', 2],
   ['seq', 'seq', 4],
+  ['cgroup_id', 'cgroupId', 8],
   ['data', 'data', AEV_MAX_CAPTURE],
 ];
 
@@ -71,6 +72,7 @@ const SIG_RECORD_FIELDS: readonly Field[] = [
   ['family', 'family', 1],
   ['protocol', 'protocol', 1],
   ['encoding', 'encoding', 1],
+  ['cgroup_id', 'cgroupId', 8],
 ];
 
 const FLOW_KEY_FIELDS: readonly Field[] = [
@@ -252,15 +254,22 @@ test('struct audio_event matches AudioEventLayout', () => {
   const header = AUDIO_EVENT_FIELDS.filter(([c]) => c !== 'data');
   const covered = header.reduce((n, [c]) => n + abi.audio_event.fields[c].size, 0);
   assert.equal(covered, AEV_HEADER_SIZE);
-  const seq = abi.audio_event.fields.seq;
-  assert.equal(seq.offset + seq.size, AEV_HEADER_SIZE, 'seq (the old _pad word) ends the header');
+  const cgroup = abi.audio_event.fields.cgroup_id;
+  assert.equal(cgroup.offset + cgroup.size, AEV_HEADER_SIZE, 'cgroup_id ends the header');
+  // A whole event (the ring buffer reserves it per record) stays within 2056 bytes.
+  assert.ok(abi.audio_event.size <= 2056, `struct audio_event is ${abi.audio_event.size} bytes`);
+  assert.equal(AEV_HEADER_SIZE % 8, 0, 'data[] starts 8-byte aligned');
 });
 
 test('struct sig_record matches SigRecordLayout', () => {
   checkFields(abi.sig_record, SIG_RECORD_FIELDS, SigRecordLayout);
   assert.equal(abi.sig_record.size, SIG_RECORD_SIZE);
-  const pad = abi.sig_record.fields._pad;
-  assert.equal(pad.offset + pad.size, SIG_RECORD_SIZE);
+  // Fields and the explicit padding cover every byte: no hidden compiler padding.
+  const covered = Object.values(abi.sig_record.fields).reduce((n, f) => n + f.size, 0);
+  assert.equal(covered, SIG_RECORD_SIZE);
+  // Records are read through 32-bit views of the batch: the u64 must sit on a word pair.
+  assert.equal(SigRecordLayout.cgroupId % 8, 0);
+  assert.equal(SIG_RECORD_SIZE % 8, 0, 'consecutive records keep cgroup_id 8-byte aligned');
 });
 
 test('struct aev_config is the 8-byte layout the addon writes', () => {

@@ -37,6 +37,12 @@ import {
 } from './support/packets.js';
 import { chunk, encodeRawLe16, noise, speechLike } from './support/audio-fixtures.js';
 import { requireRoot } from './support/root.js';
+import {
+  cgroupDirectory,
+  cgroupIdOf,
+  readCgroupMounts,
+  readProcessCgroup,
+} from '../src/k8s/cgroup.js';
 
 const TC_ACT_UNSPEC = -1;
 const AUDIO_PORT = 5004;
@@ -59,6 +65,7 @@ interface AudioEvent {
   flags: number;
   data: Uint8Array;
   byteLength: number;
+  cgroupId: bigint;
 }
 
 function decodeEvent(b: Uint8Array): AudioEvent {
@@ -80,6 +87,7 @@ function decodeEvent(b: Uint8Array): AudioEvent {
     flags: v.getUint16(L.flags, true),
     data: b.slice(L.data, L.data + capturedLen),
     byteLength: b.byteLength,
+    cgroupId: v.getBigUint64(L.cgroupId, true),
   };
 }
 
@@ -170,6 +178,18 @@ function addr4(s: string): Uint8Array {
   return out;
 }
 
+/** This process's cgroup v2 ID: the inode of its directory under the cgroup2 mount. */
+async function ownCgroupId(): Promise<bigint> {
+  const mounts = await readCgroupMounts('self');
+  const proc = await readProcessCgroup('self');
+  assert.ok(mounts?.unified && proc?.unifiedPath !== undefined, 'a cgroup2 mount and 0:: line');
+  const dir = cgroupDirectory(mounts.unified, proc.unifiedPath);
+  assert.ok(dir !== undefined, `our cgroup ${proc.unifiedPath} under the cgroup2 mount`);
+  const id = await cgroupIdOf(dir);
+  assert.ok(id !== undefined);
+  return id;
+}
+
 /** Classifies one packet expected to yield one event, and checks the event against the layout. */
 async function expectEvent(
   h: Harness,
@@ -194,6 +214,10 @@ async function expectEvent(
   assert.equal(ev.payloadLen, built.audioLength, 'payload length');
   assert.equal(ev.capturedLen, Math.min(built.audioLength, AEV_MAX_CAPTURE));
   assert.equal(ev.byteLength, L.data + ev.capturedLen, 'record is header + captured bytes');
+  // BPF_PROG_TEST_RUN gives its skb a socket made in the caller's cgroup: egress reports that
+  // cgroup (ours), ingress never reads one.
+  const prog = expected.prog ?? 'ingress';
+  assert.equal(ev.cgroupId, prog === 'egress' ? await ownCgroupId() : 0n, 'sender cgroup ID');
   assert.deepEqual(
     ev.data,
     built.bytes.slice(built.audioOffset, built.audioOffset + ev.capturedLen),

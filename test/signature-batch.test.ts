@@ -2,8 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SIG_RECORD_SIZE } from '../src/abi.js';
 import { Correlator, type SignatureObserver } from '../src/correlate/correlator.js';
-import { EndpointTable } from '../src/endpoints.js';
-import { SignatureBatchDecoder, writeSigRecord } from '../src/signature-batch.js';
+import { AddressFamily, EndpointTable, hostPodAddress } from '../src/endpoints.js';
+import {
+  type CgroupSourceResolver,
+  SignatureBatchDecoder,
+  writeSigRecord,
+} from '../src/signature-batch.js';
 
 interface Observed {
   tsNs: number;
@@ -71,10 +75,11 @@ function handWritten(
     family: number;
     protocol: number;
     encoding: number;
+    cgroupId?: bigint;
   },
 ): void {
-  const at = index * 64;
-  const v = new DataView(target.buffer, target.byteOffset + at, 64);
+  const at = index * 72;
+  const v = new DataView(target.buffer, target.byteOffset + at, 72);
   v.setBigUint64(0, r.ts, true);
   v.setUint32(8, r.sigLo, true);
   v.setUint32(12, r.sigHi, true);
@@ -88,6 +93,7 @@ function handWritten(
   v.setUint8(58, r.protocol);
   v.setUint8(59, r.encoding);
   v.setUint32(60, 0xdeadbeef, true); // padding must be ignored
+  v.setBigUint64(64, r.cgroupId ?? 0n, true);
 }
 
 function setup(capacity = 16) {
@@ -163,7 +169,13 @@ describe('SignatureBatchDecoder', () => {
     assert.equal(c.ports, a.ports, 'same ports, same identity');
     assert.equal(c.point, 17 << 1);
     assert.equal(c.protocol, 6);
-    assert.deepEqual(decoder.stats, { batches: 1, records: 3, badFamily: 0, endpointsFull: 0 });
+    assert.deepEqual(decoder.stats, {
+      batches: 1,
+      records: 3,
+      badFamily: 0,
+      endpointsFull: 0,
+      hostPodSources: 0,
+    });
   });
 
   it('agrees with writeSigRecord and decodes an unaligned buffer identically', () => {
@@ -274,7 +286,7 @@ describe('SignatureBatchDecoder', () => {
 
   it('rejects a buffer too short for count, and a bad count', () => {
     const { decoder } = setup();
-    assert.throws(() => decoder.decode(new Uint8Array(100), 2), /2 records need 128 bytes/);
+    assert.throws(() => decoder.decode(new Uint8Array(100), 2), /2 records need 144 bytes/);
     assert.throws(() => decoder.decode(new Uint8Array(64), -1), /bad record count/);
     decoder.decode(new Uint8Array(0), 0);
     assert.equal(decoder.stats.batches, 1);
@@ -308,10 +320,90 @@ describe('SignatureBatchDecoder', () => {
       records: 3,
       badFamily: 1,
       endpointsFull: 1,
+      hostPodSources: 0,
     });
     decoder.decode(buffer, 3);
     assert.equal(decoder.stats.badFamily, 1);
     assert.equal(decoder.stats.endpointsFull, 0);
     assert.equal(observer.seen.length, 2);
+  });
+
+  it('gives a record whose cgroup is a hostNetwork pod that pod as its source', () => {
+    const POD_UID = '3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b';
+    const podAddress = hostPodAddress(POD_UID);
+    const asked: string[] = [];
+    // A cgroup ID beyond 32 bits: both words must reach the resolver, in order.
+    const resolver: CgroupSourceResolver = {
+      hostPodAddress: (lo, hi) => {
+        asked.push(`${hi}:${lo}`);
+        return hi === 1 && lo === 0x2345 ? podAddress : null;
+      },
+    };
+    const endpoints = new EndpointTable({
+      capacity: 16,
+      podLabeler: (uid) => ({ name: `pod ${uid}`, namespace: 'media' }),
+    });
+    const observer = new CollectingObserver(endpoints);
+    const decoder = new SignatureBatchDecoder(endpoints, observer, { cgroupSources: resolver });
+    const buffer = new Uint8Array(4 * SIG_RECORD_SIZE);
+    const base = {
+      sigLo: 7,
+      sigHi: 8,
+      saddr: [192, 168, 1, 10],
+      daddr: [10, 244, 2, 9],
+      sport: 30000,
+      dport: 5004,
+      ifindex: 2,
+      direction: 1,
+      family: 4,
+      protocol: 17,
+      encoding: 1,
+    };
+    handWritten(buffer, 0, { ...base, ts: 100n, cgroupId: 0x1_0000_2345n });
+    handWritten(buffer, 1, { ...base, ts: 101n, cgroupId: 0n }); // ingress, or no socket
+    handWritten(buffer, 2, { ...base, ts: 102n, cgroupId: 0x1_0000_9999n }); // not a hostNetwork pod
+    handWritten(buffer, 3, { ...base, ts: 103n, cgroupId: 0x1_0000_2345n, sport: 30002 });
+    decoder.decode(buffer, 4);
+    assert.deepEqual(asked, ['1:9029', '1:39321', '1:9029'], 'zero cgroup IDs are never asked');
+    const src = observer.seen.map((o) => o.src);
+    assert.deepEqual(src, [POD_UID, '192.168.1.10', '192.168.1.10', POD_UID]);
+    assert.ok(
+      observer.seen.every((o) => o.dst === '10.244.2.9'),
+      'destinations stay addresses',
+    );
+    const pod = endpoints.lookupHostPod(POD_UID);
+    assert.ok(pod >= 0);
+    assert.equal(endpoints.familyOf(pod), AddressFamily.HostPod);
+    assert.deepEqual(endpoints.endpointLabel(pod), { name: `pod ${POD_UID}`, namespace: 'media' });
+    assert.equal(endpoints.lookup('192.168.1.10') >= 0, true);
+    assert.equal(decoder.stats.hostPodSources, 2);
+  });
+
+  it('writeSigRecord writes the cgroup ID where the decoder reads it', () => {
+    const buffer = new Uint8Array(SIG_RECORD_SIZE);
+    writeSigRecord(buffer, 0, {
+      tsNs: 1,
+      sigLo: 1,
+      sigHi: 1,
+      saddr: '10.0.0.1',
+      daddr: '10.0.0.2',
+      sport: 1,
+      dport: 2,
+      ifindex: 1,
+      direction: 1,
+      cgroupId: 0x2_0000_0007n,
+    });
+    const seen: number[] = [];
+    const endpoints = new EndpointTable({ capacity: 4 });
+    const decoder = new SignatureBatchDecoder(endpoints, new CollectingObserver(endpoints), {
+      cgroupSources: {
+        hostPodAddress: (lo, hi) => {
+          seen.push(hi, lo);
+          return null;
+        },
+      },
+    });
+    decoder.decode(buffer, 1);
+    assert.deepEqual(seen, [2, 7]);
   });
 });

@@ -233,6 +233,7 @@ void SignatureEngine::Impl::complete(StreamState &s, const struct audio_event *e
 	r.protocol = ev->protocol;
 	r.encoding = w.encoding;
 	r._pad = 0;
+	r.cgroup_id = ev->cgroup_id;
 	out.push_back(r);
 	st.signatures++;
 }

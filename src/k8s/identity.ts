@@ -1,8 +1,8 @@
 /**
  * What metrics call an endpoint, and how many different names they may use.
  *
- * PodLabeler turns an IP address (or a container ID / pod UID, for the hostNetwork attribution
- * that feeds cgroup paths later) into an EndpointLabel: `{name, namespace}` of a pod of this node,
+ * PodLabeler turns an IP address (or a pod UID, for the HostPod endpoints of hostNetwork pods
+ * found by the sending socket's cgroup, src/k8s/cgroup-ids.ts) into an EndpointLabel: `{name, namespace}` of a pod of this node,
  * `external` (or the IP, K8S_LABEL_EXTERNAL=ip) for anything else, or `other` once
  * MAX_POD_LABEL_VALUES values are in use. Without Kubernetes every endpoint is named by its IP.
  *
@@ -171,9 +171,14 @@ export class PodLabeler {
   }
 
   /**
-   * The pod a cgroup path names (container ID first, then pod UID), or undefined. The cgroup
-   * path is what the classifier's hostNetwork attribution will hand over.
+   * The HostPodLabeler of the endpoint table: a hostNetwork pod's endpoint by its UID. A pod no
+   * longer in the cache is not a known pod: `external`, as an unknown IP would be.
    */
+  labelHostPod(uid: string): EndpointLabel {
+    return this.labelPodUid(uid) ?? EXTERNAL;
+  }
+
+  /** The pod a cgroup path names (container ID first, then pod UID), or undefined. */
   labelCgroupPath(path: string): EndpointLabel | undefined {
     const parsed = parseCgroupPath(path);
     if (parsed === undefined) return undefined;
