@@ -114,6 +114,9 @@ export class HopRecorder implements CorrelatorSink {
     this.transitLatency = options.transitLatency;
     this.signatureCounter = options.signatures;
     this.collisionCounter = options.collisions;
+    // A counter has no series until its first add(): export a zero from the first scrape, so
+    // dashboards and alerts see 0 rather than no data.
+    this.collisionCounter.add(0, NO_ATTRIBUTES);
     this.endpoints = options.endpoints;
     this.onSample = options.onSample;
     const capacity = options.pairCacheCapacity ?? 65536;

@@ -467,13 +467,8 @@ test('e2e: agent measures relay hops in a namespace lab, Prometheus agrees', asy
         const scraped = new Set(parseMetrics(text).map((s) => s.name));
         const used = deployMetricNames(join(REPO_ROOT, 'deploy'));
         assert.ok(used.size >= 10, `only ${used.size} metric names in deploy/`);
-        // A synchronous counter has no series until its first add(): the lab's clean streams
-        // never collide, so audio_signature_collisions_total is absent here (its name is
-        // checked against the code in deploy.test.ts). Recording add(0) at start-up in the hop
-        // recorder would export it from the first scrape and let this list go.
-        const firstEventOnly = new Set(['audio_signature_collisions_total']);
         const missing = [...used]
-          .filter(([name]) => !NOT_AGENT_METRICS.has(name) && !firstEventOnly.has(name))
+          .filter(([name]) => !NOT_AGENT_METRICS.has(name))
           .filter(([name]) => !scraped.has(name))
           .map(([name, where]) => `${name} (${where.join(', ')})`);
         assert.deepEqual(missing, [], 'used by deploy/ but not in the scrape');
