@@ -1,37 +1,36 @@
-# First draft (issue 5 completes it): multi-stage, distroless, non-root.
-# Builder: compiles the BPF object (clang), the addon (node-gyp + libbpf) and the TypeScript
-# through the same npm scripts CI runs, then drops dev dependencies.
+# audio-latency-tracker: multi-stage, distroless, non-root. docs/image.md explains every choice.
+#
+# Builder: Debian 12 (bookworm), like the runtime base, so the addon, its shipped libraries and
+# the node binary are built for the runtime's glibc. It runs scripts/build-image-root.sh, the same
+# script CI runs outside Docker (test/image.test.ts): BPF object, addon, TypeScript, dev
+# dependencies pruned, runtime tree assembled in /out, file capabilities set on /out's node.
 FROM node:24-bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make g++ python3 pkg-config libcap2-bin \
+      clang llvm libbpf-dev libelf-dev zlib1g-dev make g++ python3 libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
+COPY scripts ./scripts
 COPY bpf ./bpf
 COPY native ./native
 COPY src ./src
 COPY otel ./otel
 COPY test ./test
-RUN npm run build && npm prune --omit=dev
-# The runtime base has no libbpf/libelf: carry the addon's shared libraries along.
-RUN mkdir -p /out/lib && cp -L /usr/lib/x86_64-linux-gnu/libbpf.so.1 /usr/lib/x86_64-linux-gnu/libelf.so.1 \
-      /lib/x86_64-linux-gnu/libz.so.1 /out/lib/ \
- && cp -L /usr/local/bin/node /out/node \
- && setcap cap_bpf,cap_net_admin,cap_perfmon+ep /out/node
+RUN bash scripts/build-image-root.sh /out
 
+# Runtime: distroless "cc" (glibc, libstdc++, libgcc_s; no shell, no package manager) plus the
+# builder's node binary, which carries file capabilities cap_bpf,cap_net_admin,cap_perfmon+ep.
+# Not distroless/nodejs24: its /nodejs/bin/node has no file capabilities and cannot be given
+# any here (no RUN), so the image would carry two node binaries; the addon is also built
+# against exactly this node's headers. BuildKit keeps the security.capability xattr on COPY.
 FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/usr/local/bin/node /usr/local/bin/node
+COPY --from=build /out/app /app
 WORKDIR /app
-COPY --from=build /out/lib/ /usr/lib/x86_64-linux-gnu/
-COPY --from=build /out/node /usr/local/bin/node
-COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/dist/src ./dist/src
-COPY --from=build /src/dist/otel ./dist/otel
-COPY --from=build /src/native/build/Release/alt_native.node ./native/build/Release/alt_native.node
-COPY --from=build /src/bpf/audio_tc.bpf.o ./bpf/audio_tc.bpf.o
-USER nonroot
+ENV NODE_ENV=production
+USER 65532:65532
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/node", "/app/dist/src/main.js"]

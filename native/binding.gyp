@@ -15,6 +15,13 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++20", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-O2"],
+      # libbpf, libelf and zlib stay shared: Debian's libbpf.a and libelf.a are not built with
+      # -fPIC and cannot go into a shared object. The image ships the three libraries next to
+      # the addon; RUNPATH $ORIGIN finds them there (glibc honours a lone $ORIGIN even for the
+      # image's file-capability node), and --no-as-needed makes the addon name libelf and zlib
+      # itself so libbpf's own NEEDED entries match them by soname (RUNPATH is not transitive).
+      # In a checkout $ORIGIN holds none of them and the system's copies are used.
+      "ldflags": ["-Wl,-rpath,'$$ORIGIN'", "-Wl,--enable-new-dtags", "-Wl,--no-as-needed"],
       "libraries": ["-lbpf", "-lelf", "-lz"]
     }
   ]

@@ -7,7 +7,7 @@
  * failures an operator can fix. The native class is injectable, so this logic is testable
  * without root.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -235,14 +235,39 @@ function isRawNativeError(e: unknown): e is RawNativeError {
 }
 
 /** The one line an operator can act on, for the failures that have one. */
+/** Capabilities the agent needs (bit numbers of CapEff), and what each one is for. */
+const NEEDED_CAPS: ReadonlyArray<{ name: string; bit: number; why: string }> = [
+  { name: 'CAP_BPF', bit: 39, why: 'load BPF programs and maps' },
+  { name: 'CAP_PERFMON', bit: 38, why: 'let the verifier accept pointer arithmetic on packets' },
+  { name: 'CAP_NET_ADMIN', bit: 12, why: 'attach to interfaces' },
+];
+const CAP_SYS_ADMIN_BIT = 21;
+
+/** Effective capabilities of this process, from /proc/self/status (undefined if unreadable). */
+function effectiveCaps(): bigint | undefined {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m?.[1] !== undefined ? BigInt(`0x${m[1]}`) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Which of the needed capabilities are missing, named, in one line. */
+function missingCapabilities(op: string): string {
+  const caps = effectiveCaps();
+  const has = (bit: number): boolean => caps !== undefined && ((caps >> BigInt(bit)) & 1n) === 1n;
+  const missing = caps === undefined ? NEEDED_CAPS : NEEDED_CAPS.filter((c) => !has(c.bit));
+  const list = missing.length > 0 ? missing : NEEDED_CAPS;
+  const names = list.map((c) => `${c.name} (${c.why})`).join(', ');
+  const fallback = has(CAP_SYS_ADMIN_BIT) ? '' : '; on kernels before 5.8, CAP_SYS_ADMIN instead';
+  return `${op}: operation not permitted: missing ${names}${fallback}`;
+}
+
 function explain(op: string, code: string, subject: string): string | undefined {
   const loading = op.startsWith('open') || op.startsWith('load');
-  if (code === 'EPERM') {
-    return (
-      `${op}: operation not permitted: the agent needs CAP_BPF and CAP_NET_ADMIN ` +
-      `(CAP_SYS_ADMIN on kernels before 5.8); run it privileged or grant them`
-    );
-  }
+  // EACCES from the verifier: an unprivileged load (no CAP_PERFMON / CAP_BPF).
+  if (code === 'EPERM' || (loading && code === 'EACCES')) return missingCapabilities(op);
   if (loading && !existsSync(VMLINUX_BTF)) {
     return `${op}: the kernel has no BTF (${VMLINUX_BTF} is missing): it needs CONFIG_DEBUG_INFO_BTF=y`;
   }
