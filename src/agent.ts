@@ -103,6 +103,7 @@ export class Agent {
       podLabeler: (uid) => labeler.labelHostPod(hostSources?.podUidOf(uid) ?? uid),
     });
     this.endpoints = endpoints;
+    labeler.watchEndpoints(endpoints);
     this.podCache?.onChange((ips) => this.onPodsChanged(ips));
     const instruments = pipeline.createInstruments(() => this.snapshot());
     this.sampleLog = config.sampleLog.enabled
@@ -202,8 +203,9 @@ export class Agent {
   }
 
   /**
-   * Retires the label values of pods gone for SERIES_TTL_MS: the exporters stop showing their
-   * series at once (filter), and the SDK forgets them (prune) so memory stays bounded.
+   * Retires the label values of pods gone for SERIES_TTL_MS, and of addresses unused for as long:
+   * the exporters stop showing their series at once (filter), and the SDK forgets them (prune)
+   * so memory stays bounded.
    */
   private sweepLabels(): void {
     const labeler = this.labeler;
@@ -221,7 +223,7 @@ export class Agent {
           'cannot prune dropped series from the OpenTelemetry SDK (unexpected internals): they are still filtered from exports but kept in memory',
         );
       }
-      this.opts.log.debug('series of deleted pods dropped', {
+      this.opts.log.debug('series of retired label values dropped', {
         values: swept.retired,
         attribute_sets: pruned.removed,
       });

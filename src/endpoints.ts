@@ -242,6 +242,14 @@ export class EndpointTable {
     return this.family[id];
   }
 
+  /**
+   * Event time (ns) `id` was last interned, to TOUCH_GRANULARITY_NS: it moves while the endpoint
+   * is in use, so a periodic reader can tell use from idleness without a clock read per record.
+   */
+  lastUsed(id: number): number {
+    return this.lastUsedNs[id];
+  }
+
   /** Changes whenever the label of `id` may have changed: compare to drop cached attributes. */
   generation(id: number): number {
     return this.generations[id];

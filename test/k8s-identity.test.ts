@@ -14,6 +14,7 @@ import {
   OTHER,
   PodLabeler,
   type PodLabelerOptions,
+  type SweepResult,
 } from '../src/k8s/identity.js';
 import { parsePod, PodCache, type PodIdentity } from '../src/k8s/pod-cache.js';
 import {
@@ -339,6 +340,155 @@ describe('dead series', () => {
     await provider.shutdown();
   });
 });
+
+describe('idle IP values (Kubernetes off, or K8S_LABEL_EXTERNAL=ip)', () => {
+  const ttl = 60_000;
+  const SECOND_NS = 1e9;
+
+  /** A labeler watching its endpoint table, a recorder and a scrape endpoint, as the agent has. */
+  async function rig(maxValues: number) {
+    const { l, clock } = labeler(null, { maxValues, seriesTtlMs: ttl });
+    const pipeline = await createTestPipeline(l);
+    const instruments = pipeline.createInstruments(() => emptyStats());
+    const endpoints = new EndpointTable({ capacity: 16, labeler: (ip) => l.labelIp(ip) });
+    l.watchEndpoints(endpoints);
+    const recorder = new HopRecorder({ ...instruments, endpoints });
+    const time = { ns: 5 * SECOND_NS };
+    /** One signature record from `ip` at the current event time (intern, then count). */
+    const use = (ip: string): number => {
+      const id = endpoints.internAddress(ip, time.ns);
+      recorder.signature(id);
+      return id;
+    };
+    /** The agent's 1 s sweep, one second of both clocks later. */
+    const tick = (): SweepResult => {
+      clock.ms += 1000;
+      time.ns += SECOND_NS;
+      return l.sweep();
+    };
+    /** What Agent.sweepLabels does with a sweep's result. */
+    const apply = (swept: SweepResult): void => {
+      if (swept.retired > 0) {
+        recorder.flush();
+        assert.equal(pipeline.pruneSeries().supported, true, 'sdk-metrics internals changed');
+        l.forgetRetired();
+      }
+      if (swept.refold) endpoints.invalidateWhere((label) => label === OTHER);
+    };
+    const scrape = async () => {
+      recorder.flush();
+      const res = await fetch(`http://127.0.0.1:${pipeline.address.port}/metrics`);
+      return res.text();
+    };
+    return { l, endpoints, recorder, pipeline, use, tick, apply, scrape };
+  }
+
+  it('retires addresses idle for SERIES_TTL_MS, drops their series and names the `other` ones', async () => {
+    const r = await rig(3);
+    try {
+      const ips = ['10.9.0.1', '10.9.0.2', '10.9.0.3', '10.9.0.4'];
+      const ids = ips.map((ip) => r.use(ip));
+      const label = (i: number) => r.endpoints.endpointLabel(ids[i]);
+      assert.deepEqual(label(0), { name: ips[0], namespace: '' });
+      assert.deepEqual(label(2), { name: ips[2], namespace: '' });
+      assert.equal(label(3), OTHER, 'the fourth address is beyond the cap');
+      assert.equal(r.l.stats.values, 3);
+      assert.deepEqual(r.l.sweep(), { retired: 0, refold: false });
+      const sel = (ip: string) => ({ pod: ip, namespace: '' });
+      let m = parseMetrics(await r.scrape());
+      assert.equal(sumOf(m, 'audio_signatures_total', sel(ips[0])), 1);
+      assert.equal(sumOf(m, 'audio_signatures_total', { pod: 'other' }), 1);
+
+      // Only the fourth keeps sending; the first three are idle for the TTL, not a tick less.
+      for (let s = 1; s < ttl / 1000; s++) {
+        r.use(ips[3]);
+        assert.deepEqual(r.tick(), { retired: 0, refold: false }, `second ${s}`);
+      }
+      r.use(ips[3]);
+      const swept = r.tick();
+      assert.deepEqual(swept, { retired: 3, refold: true });
+      assert.equal(r.l.stats.values, 0);
+      for (const ip of ips.slice(0, 3)) {
+        assert.equal(r.l.dropSeries({ pod: ip, namespace: '' }), true, `${ip} filtered`);
+      }
+      let text = await r.scrape();
+      for (const ip of ips.slice(0, 3)) assert.ok(!text.includes(`"${ip}"`), `${ip} not exported`);
+      const heldBefore = retainedSeriesCount(r.pipeline.meterProvider);
+      r.apply(swept);
+      const heldAfter = retainedSeriesCount(r.pipeline.meterProvider);
+      assert.ok(heldBefore !== undefined && heldAfter !== undefined && heldAfter < heldBefore);
+      assert.equal(r.l.stats.filtered, 0, 'pruned from the SDK: the filter lets go');
+
+      // Room again: the endpoint folded into `other` gets its own name on its next use.
+      r.use(ips[3]);
+      assert.deepEqual(label(3), { name: ips[3], namespace: '' });
+      assert.equal(r.l.stats.values, 1);
+      // A retired address that comes back is admitted again, its series from zero.
+      const back = r.use(ips[0]);
+      assert.deepEqual(r.endpoints.endpointLabel(back), { name: ips[0], namespace: '' });
+      text = await r.scrape();
+      m = parseMetrics(text);
+      assert.equal(sumOf(m, 'audio_signatures_total', sel(ips[3])), 1);
+      assert.equal(sumOf(m, 'audio_signatures_total', sel(ips[0])), 1);
+      assert.equal(sumOf(m, 'audio_signatures_total', { pod: 'other' }), ttl / 1000 + 1);
+      for (const ip of ips.slice(1, 3)) assert.ok(!text.includes(`"${ip}"`), `${ip} stays gone`);
+    } finally {
+      await r.pipeline.shutdown();
+    }
+  });
+
+  it('never retires an address in steady use, however long', async () => {
+    const r = await rig(3);
+    try {
+      const steady = r.use('10.9.1.1');
+      const first = r.endpoints.endpointLabel(steady);
+      r.use('10.9.1.2');
+      r.l.sweep();
+      let retired = 0;
+      for (let s = 0; s < (10 * ttl) / 1000; s++) {
+        r.use('10.9.1.1');
+        retired += r.tick().retired;
+      }
+      assert.equal(retired, 1, 'only the idle address is retired');
+      assert.equal(r.l.stats.values, 1);
+      assert.equal(r.endpoints.endpointLabel(steady), first, 'same label object: no flap');
+      assert.equal(r.l.dropSeries({ pod: '10.9.1.1', namespace: '' }), false);
+      assert.equal(r.l.dropSeries({ pod: '10.9.1.2', namespace: '' }), true);
+    } finally {
+      await r.pipeline.shutdown();
+    }
+  });
+
+  it('without a watched endpoint table an address is never idle', () => {
+    const { l, clock } = labeler(null, { seriesTtlMs: 1000 });
+    l.labelIp('10.9.2.1');
+    clock.ms += 86_400_000;
+    assert.equal(l.sweep().retired, 0);
+    assert.equal(l.stats.values, 1);
+  });
+});
+
+function createTestPipeline(l: PodLabeler): Promise<MeterPipeline> {
+  return createMeterPipeline({
+    serviceVersion: 'test',
+    host: '127.0.0.1',
+    port: 0,
+    latencyBuckets: [0.01, 0.1, 1],
+    otlp: {
+      enabled: false,
+      endpoint: '',
+      headers: {},
+      compression: 'none',
+      timeoutMs: 1000,
+      exportIntervalMs: 1000,
+      exportTimeoutMs: 1000,
+      temporality: 'cumulative',
+      histogramAggregation: 'explicit',
+    },
+    dropSeries: (a) => l.dropSeries(a),
+    labelStats: () => ({ overflows: l.stats.overflows, values: l.stats.values }),
+  });
+}
 
 /** The smallest real reader: collect() on demand. */
 class PullReader extends MetricReader {

@@ -8,9 +8,16 @@
  *
  * A label value (a namespace/name pair, or an IP) is *admitted* when first handed out and counts
  * towards the cap until it is *retired*: SERIES_TTL_MS after its pod left the cache (deleted,
- * evicted), or after its IP became a known pod. Retired values are what the exporters drop
- * (dropSeries) until the meter pipeline has also pruned them from the SDK (forgetRetired).
- * A value is never retired while its pod lives, so its series never flap.
+ * evicted), after its IP became a known pod, or, for an IP value, after SERIES_TTL_MS without
+ * use (watchEndpoints: no record of that address interned, so no sample, transit or signature
+ * carried it). Retired values are what the exporters drop (dropSeries) until the meter pipeline
+ * has also pruned them from the SDK (forgetRetired). A pod value is never retired while its pod
+ * lives, however idle, so its series never flap.
+ *
+ * Idleness costs the data path nothing: the sweep compares each IP value's endpoint stamp
+ * (EndpointTable.lastUsed, kept by intern() anyway) with the one it saw last time, and dates a
+ * change by its own clock. The endpoints of a retired IP value are invalidated, so a later use
+ * admits the value again (its series restart from zero) instead of recording under a dropped one.
  *
  * Nothing here touches the network: lookups are PodCache Map reads, and the labels are frozen
  * objects shared by every endpoint with the same value (EndpointTable caches them per id).
@@ -81,6 +88,22 @@ interface Admitted {
   readonly ip: string;
   /** When the pod (or the IP's unknown status) went away; undefined while alive. */
   deadSinceMs: number | undefined;
+  /** IP value: when the sweep last saw it used; undefined = used since, date it next sweep. */
+  lastUsedMs: number | undefined;
+  /** IP value: the endpoint's EndpointTable.lastUsed at the last sweep (-1: none seen). */
+  useStamp: number;
+  /** IP value: its endpoint id (-1: unknown) and that id's generation when it was looked up. */
+  endpointId: number;
+  endpointGen: number;
+}
+
+/** The id of the endpoint at `ip` (found without interning), or -1. */
+function lookupIp(endpoints: EndpointTable, ip: string): number {
+  try {
+    return endpoints.lookup(ip);
+  } catch {
+    return -1; // not an address: nothing of ours can carry it
+  }
 }
 
 /**
@@ -91,12 +114,7 @@ interface Admitted {
 export function invalidateIps(endpoints: EndpointTable, ips: readonly string[]): number {
   let n = 0;
   for (const ip of ips) {
-    let id: number;
-    try {
-      id = endpoints.lookup(ip);
-    } catch {
-      continue; // not an address: nothing of ours can carry it
-    }
+    const id = lookupIp(endpoints, ip);
     if (id >= 0) {
       endpoints.invalidate(id);
       n++;
@@ -122,6 +140,8 @@ export class PodLabeler {
   private folded = false;
   /** Retired since the last sweep() result (admit() may retire too): still to be pruned. */
   private unreportedRetired = 0;
+  /** Where IP values are used (watchEndpoints); null: IP values never go idle. */
+  private endpoints: EndpointTable | null = null;
 
   constructor(options: PodLabelerOptions) {
     const { maxValues, seriesTtlMs } = options;
@@ -136,6 +156,14 @@ export class PodLabeler {
     this.maxValues = maxValues;
     this.ttlMs = seriesTtlMs;
     this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Lets sweep() retire IP values idle for SERIES_TTL_MS: their use is read from `endpoints`
+   * (the table this labeler names), whose endpoints are invalidated when their value is retired.
+   */
+  watchEndpoints(endpoints: EndpointTable): void {
+    this.endpoints = endpoints;
   }
 
   /** The EndpointLabeler of the endpoint table: a pod of this node by IP, else external/IP. */
@@ -191,11 +219,11 @@ export class PodLabeler {
 
   /**
    * Marks values whose pod is gone as dead (and revives those whose pod is back), then retires
-   * the ones dead for at least the TTL. Call after pod changes and periodically (cheap: one Map
-   * read per admitted value).
+   * the ones dead for at least the TTL, and the IP values unused for the TTL (watchEndpoints).
+   * Call after pod changes and periodically (cheap: a Map read or two per admitted value).
    */
   sweep(): SweepResult {
-    this.retireExpired();
+    this.retireExpired(true);
     const retired = this.unreportedRetired;
     this.unreportedRetired = 0;
     const refold = retired > 0 && this.folded && this.admitted.size < this.maxValues;
@@ -234,22 +262,57 @@ export class PodLabeler {
 
   // ---- internals
 
-  /** Marks dead values, revives those whose pod is back, retires those dead for the TTL. */
-  private retireExpired(): void {
+  /**
+   * Marks dead values, revives those whose pod is back, retires those dead for the TTL and, with
+   * `observeUse` (the sweep), the IP values idle for the TTL. admit() leaves idleness to the
+   * sweep: it runs between sweeps, when a value's last use is not dated yet.
+   */
+  private retireExpired(observeUse: boolean): void {
     const now = this.now();
     for (const [key, entry] of this.admitted) {
-      if (this.isAlive(entry)) {
-        entry.deadSinceMs = undefined;
-        continue;
-      }
-      entry.deadSinceMs ??= now;
-      if (now - entry.deadSinceMs >= this.ttlMs) {
-        this.admitted.delete(key);
-        this.remember(key);
-        this.retiredCount++;
-        this.unreportedRetired++;
+      if (this.isAlive(entry)) entry.deadSinceMs = undefined;
+      else entry.deadSinceMs ??= now;
+      const dead = entry.deadSinceMs !== undefined && now - entry.deadSinceMs >= this.ttlMs;
+      if (dead || (observeUse && entry.uid === '' && this.isIdle(entry, now))) {
+        this.retire(key, entry);
       }
     }
+  }
+
+  private retire(key: string, entry: Admitted): void {
+    this.admitted.delete(key);
+    this.remember(key);
+    this.retiredCount++;
+    this.unreportedRetired++;
+    // The endpoint's cached label is the retired value: its next use must admit it again.
+    if (entry.uid === '' && this.endpoints !== null) {
+      const id = lookupIp(this.endpoints, entry.ip);
+      if (id >= 0) this.endpoints.invalidate(id);
+    }
+  }
+
+  /** True when an IP value has not been used for the TTL, dating a use seen since last time. */
+  private isIdle(entry: Admitted, now: number): boolean {
+    if (this.endpoints === null) return false;
+    const stamp = this.useStampOf(this.endpoints, entry);
+    if (stamp >= 0 && stamp !== entry.useStamp) {
+      entry.useStamp = stamp;
+      entry.lastUsedMs = now;
+    }
+    entry.lastUsedMs ??= now;
+    return now - entry.lastUsedMs >= this.ttlMs;
+  }
+
+  /** The endpoint's last-use stamp, or -1; the id is looked up again only when it may differ. */
+  private useStampOf(endpoints: EndpointTable, entry: Admitted): number {
+    let id = entry.endpointId;
+    // A reclaimed (or relabelled) id moves its generation: find the address again.
+    if (id < 0 || endpoints.generation(id) !== entry.endpointGen) {
+      id = lookupIp(endpoints, entry.ip);
+      entry.endpointId = id;
+      entry.endpointGen = id < 0 ? 0 : endpoints.generation(id);
+    }
+    return id < 0 ? -1 : endpoints.lastUsed(id);
   }
 
   private ipLabel(ip: string): EndpointLabel {
@@ -257,6 +320,8 @@ export class PodLabeler {
     const known = this.admitted.get(key);
     if (known !== undefined) {
       known.deadSinceMs = undefined;
+      // Labels are resolved when a metric is about to carry one: that is a use.
+      known.lastUsedMs = undefined;
       return known.label;
     }
     return this.admit(key, { name: ip, namespace: '' }, '', ip);
@@ -264,14 +329,23 @@ export class PodLabeler {
 
   private admit(key: string, label: EndpointLabel, uid: string, ip: string): EndpointLabel {
     // Values past their TTL may be waiting for the next sweep: make room from them first.
-    if (this.admitted.size >= this.maxValues) this.retireExpired();
+    if (this.admitted.size >= this.maxValues) this.retireExpired(false);
     if (this.admitted.size >= this.maxValues) {
       this.overflowCount++;
       this.folded = true;
       return OTHER;
     }
     const frozen = Object.freeze({ name: label.name, namespace: label.namespace });
-    this.admitted.set(key, { label: frozen, uid, ip, deadSinceMs: undefined });
+    this.admitted.set(key, {
+      label: frozen,
+      uid,
+      ip,
+      deadSinceMs: undefined,
+      lastUsedMs: undefined,
+      useStamp: -1,
+      endpointId: -1,
+      endpointGen: 0,
+    });
     // A value that comes back (a StatefulSet pod recreated under its name) is exported again.
     this.retired.delete(key);
     return frozen;
