@@ -593,14 +593,14 @@ const SPECS = {
     env: 'MAX_POD_LABEL_VALUES',
     default: '500',
     expected: intExpected(10, 100_000),
-    doc: "Most distinct values of the pod labels (source_pod, dest_pod, pod) at once; further endpoints are labelled `other` (counted by audio_tracker_label_overflow_total) until a deleted pod's value is retired.",
+    doc: "Most distinct values of the pod labels (source_pod, dest_pod, pod) at once; further endpoints are labelled `other` (counted by audio_tracker_label_overflow_total) until a value is retired (a deleted pod, or an address unused for SERIES_TTL_MS).",
     parse: intParser(10, 100_000),
   }),
   seriesTtlMs: spec<number>({
     env: 'SERIES_TTL_MS',
     default: '60000',
     expected: intExpected(1000, 86_400_000),
-    doc: "How long a deleted pod's series stay exported (their last values); after that they are dropped from /metrics and OTLP and their label value is free again.",
+    doc: "How long a deleted pod's series (or an address label unused that long) stay exported with their last values; after that they are dropped from /metrics and OTLP and their label value is free again.",
     parse: intParser(1000, 86_400_000),
   }),
   containerRuntime: spec<ContainerRuntime>({
