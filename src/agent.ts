@@ -16,6 +16,8 @@ import { InterfaceWatcher, type WatcherErrorContext } from './interface-watcher.
 import { SampleLogger } from './sample-log.js';
 import { KernelStat } from './abi.js';
 import { PodCache, PodSourceSwitch } from './k8s/pod-cache.js';
+import { detectContainerRuntime } from './k8s/container-runtime.js';
+import type { CgroupRuntime } from './k8s/cgroup.js';
 import { KubeletSource } from './k8s/kubelet-source.js';
 import { ApiServerSource } from './k8s/apiserver-source.js';
 import { invalidateIps, OTHER, PodLabeler } from './k8s/identity.js';
@@ -155,12 +157,35 @@ export class Agent {
   private startCgroupAttribution(cache: PodCache | null): void {
     if (cache === null) return;
     const log = this.opts.log;
-    const ids = new CgroupIdentities({ scan: cgroupScanner({ log }), log });
+    const scan = cgroupScanner({ log });
+    // CONTAINER_RUNTIME: containers of another runtime (a docker daemon beside containerd, say)
+    // are not the kubelet's and must not name a pod. Detected once, in the background.
+    let runtime: CgroupRuntime | undefined;
+    const ids = new CgroupIdentities({
+      scan: async () =>
+        (await scan()).filter(
+          (c) => !runtime || !c.identity.runtime || c.identity.runtime === runtime,
+        ),
+      log,
+    });
     this.cgroupIds = ids;
     this.hostSources = new HostNetworkSources(ids, cache);
-    void ids.scanNow().then(() => {
-      log.info('cgroup scan for hostNetwork attribution', { containers: ids.stats.containers });
-    });
+    void detectContainerRuntime({ configured: this.opts.config.containerRuntime })
+      .then((d) => {
+        runtime = d.runtime;
+        log.info('container runtime', {
+          runtime: d.runtime ?? null,
+          source: d.source,
+          reason: d.reason,
+        });
+      })
+      .catch((err: unknown) =>
+        log.warn('container runtime detection failed', { error: serializeError(err) }),
+      )
+      .then(() => ids.scanNow())
+      .then(() => {
+        log.info('cgroup scan for hostNetwork attribution', { containers: ids.stats.containers });
+      });
   }
 
   /**
