@@ -128,6 +128,7 @@ export class Agent {
     this.correlator = correlator;
     const decoder = new SignatureBatchDecoder(endpoints, correlator, {
       cgroupSources: hostSources,
+      localPortTtlMs: config.flowTimeoutMs,
     });
 
     const open = this.opts.openClassifier ?? Classifier.open;

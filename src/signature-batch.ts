@@ -7,10 +7,13 @@
  *
  * hostNetwork attribution: a record carrying a cgroup ID (egress, from the sending socket) whose
  * cgroup belongs to a hostNetwork pod gets that pod's HostPod endpoint as its source instead of
- * the node address it shares with every other hostNetwork process (docs/kubernetes.md).
+ * the node address it shares with every other hostNetwork process (docs/kubernetes.md). The
+ * socket's local (protocol, address, port) is learned from those records (LocalPortTable), and a
+ * record addressed to a learned socket gets the pod as its destination: what the pod receives
+ * then arrives at the endpoint its departures leave from, so hops through it pair.
  */
 
-import { SIG_RECORD_SIZE, SigRecordLayout } from './abi.js';
+import { Direction, SIG_RECORD_SIZE, SigRecordLayout } from './abi.js';
 import type { SignatureObserver } from './correlate/correlator.js';
 import { AddressFamily, EndpointTable, parseAddress } from './endpoints.js';
 
@@ -25,6 +28,9 @@ const W_SADDR = SigRecordLayout.saddr / 4;
 const W_DADDR = SigRecordLayout.daddr / 4;
 // sport and dport share one word: used whole, as the identity of the port pair.
 const W_PORTS = SigRecordLayout.sport / 4;
+// Shifts of sport and dport within that word.
+const SPORT_SHIFT = LITTLE_ENDIAN ? 0 : 16;
+const DPORT_SHIFT = LITTLE_ENDIAN ? 16 : 0;
 const W_IFINDEX = SigRecordLayout.ifindex / 4;
 const W_CGROUP_LO = SigRecordLayout.cgroupId / 4 + (LITTLE_ENDIAN ? 0 : 1);
 const W_CGROUP_HI = SigRecordLayout.cgroupId / 4 + (LITTLE_ENDIAN ? 1 : 0);
@@ -32,6 +38,8 @@ const W_CGROUP_HI = SigRecordLayout.cgroupId / 4 + (LITTLE_ENDIAN ? 1 : 0);
 /** Records per chunk: pass 1 touches what pass 2 needs; a chunk's lines stay in L1/L2. */
 const CHUNK = 64;
 const BAD_FAMILY = -2;
+/** learnedPod(): no pod owns the port (an endpoint id is >= 0, and -1 is "table full"). */
+const NO_POD = -3;
 
 export interface SignatureBatchStats {
   batches: number;
@@ -40,8 +48,13 @@ export interface SignatureBatchStats {
   badFamily: number;
   /** Records dropped: the endpoint table was full of active endpoints. */
   endpointsFull: number;
-  /** Records whose source became a hostNetwork pod's endpoint (by the sender's cgroup). */
+  /** Records whose source became a hostNetwork pod's endpoint (by the sender's cgroup, or at
+   *  ingress by a learned local port). */
   hostPodSources: number;
+  /** Records whose destination became a hostNetwork pod's endpoint (by a learned local port). */
+  hostPodDestinations: number;
+  /** Learned local ports displaced while fresh (the table was too small). */
+  localPortEvictions: number;
 }
 
 /**
@@ -60,12 +73,18 @@ export interface CgroupSourceResolver {
 export interface SignatureBatchDecoderOptions {
   /** hostNetwork attribution; null or absent: sources are always the record's address. */
   cgroupSources?: CgroupSourceResolver | null;
+  /** Local ports of hostNetwork pods remembered at most (power of two). Default 4096. */
+  localPortCapacity?: number;
+  /** How long a learned local port names its pod after the pod last sent from it; the agent
+   *  passes FLOW_TIMEOUT_MS. Default 30 000 ms. */
+  localPortTtlMs?: number;
 }
 
 export class SignatureBatchDecoder {
   private readonly endpoints: EndpointTable;
   private readonly observer: SignatureObserver;
   private readonly cgroupSources: CgroupSourceResolver | null;
+  private readonly localPorts: LocalPortTable | null;
   /** Copy target for batches whose buffer is not 4-byte aligned (grown on demand, reused). */
   private scratch = new Uint32Array(0);
   private batchCount = 0;
@@ -73,6 +92,7 @@ export class SignatureBatchDecoder {
   private badFamilyCount = 0;
   private endpointsFullCount = 0;
   private hostPodSourceCount = 0;
+  private hostPodDestinationCount = 0;
   /** Endpoint ids of the current chunk: [src, dst] per record (BAD_FAMILY, or -1: none). */
   private readonly ids = new Int32Array(CHUNK * 2);
   /** Sum of the prefetch touches, kept so the loads are never optimised away. */
@@ -86,6 +106,10 @@ export class SignatureBatchDecoder {
     this.endpoints = endpoints;
     this.observer = observer;
     this.cgroupSources = options.cgroupSources ?? null;
+    this.localPorts =
+      this.cgroupSources === null
+        ? null
+        : new LocalPortTable(options.localPortCapacity, options.localPortTtlMs);
   }
 
   /**
@@ -121,7 +145,6 @@ export class SignatureBatchDecoder {
    * of the same chunk: with minIdleNs > 0 no later record of the chunk can reclaim it.)
    */
   private internChunk(words: Uint32Array, bytes: Uint8Array, start: number, end: number): void {
-    const endpoints = this.endpoints;
     const observer = this.observer;
     const ids = this.ids;
     let touched = 0;
@@ -136,8 +159,10 @@ export class SignatureBatchDecoder {
       }
       const tsNs = words[w + W_TS_LO] + words[w + W_TS_HI] * 4294967296;
       if (tsNs > latestNs) latestNs = tsNs;
-      const src = this.source(family, words, w, tsNs);
-      const dst = endpoints.intern(family, words, w + W_DADDR, tsNs);
+      const protocol = bytes[i * SIG_RECORD_SIZE + SigRecordLayout.protocol];
+      const ingress = bytes[i * SIG_RECORD_SIZE + SigRecordLayout.direction] === Direction.Ingress;
+      const src = this.source(family, protocol, ingress, words, w, tsNs);
+      const dst = this.destination(family, protocol, words, w, tsNs);
       ids[k] = src;
       ids[k + 1] = dst;
       if (src >= 0 && dst >= 0) {
@@ -147,21 +172,86 @@ export class SignatureBatchDecoder {
     this.touched = touched + observer.prefetchRemovals(latestNs, end - start);
   }
 
-  /** The source endpoint of the record at word `w`: its hostNetwork pod, else its address. */
-  private source(family: number, words: Uint32Array, w: number, tsNs: number): number {
+  /**
+   * The source endpoint of the record at word `w`: its hostNetwork pod, else its address. A pod's
+   * record teaches the table its local port; a non-pod cgroup sending from a learned port takes
+   * the port away from the pod (reused by another process). At ingress (no socket) a source that
+   * is a learned local port is the pod's: its own packets seen again on loopback, which must stay
+   * the flow its egress sighting started.
+   */
+  private source(
+    family: number,
+    protocol: number,
+    ingress: boolean,
+    words: Uint32Array,
+    w: number,
+    tsNs: number,
+  ): number {
     const resolver = this.cgroupSources;
-    if (resolver !== null) {
+    const ports = this.localPorts;
+    if (resolver !== null && ports !== null) {
       const lo = words[w + W_CGROUP_LO];
       const hi = words[w + W_CGROUP_HI];
+      const head = portKeyHead(family, protocol, (words[w + W_PORTS] >>> SPORT_SHIFT) & 0xffff);
       if ((lo | hi) !== 0) {
         const pod = resolver.hostPodAddress(lo, hi);
         if (pod !== null) {
           this.hostPodSourceCount++;
+          ports.learn(head, words, w + W_SADDR, lo, hi, tsNs);
           return this.endpoints.intern(AddressFamily.HostPod, pod, 0, tsNs);
+        }
+        if (!ports.empty) ports.forgetUnlessOwner(head, words, w + W_SADDR, lo, hi);
+      } else if (ingress && !ports.empty) {
+        const id = this.learnedPod(ports, resolver, head, words, w + W_SADDR, tsNs);
+        if (id !== NO_POD) {
+          this.hostPodSourceCount++;
+          return id;
         }
       }
     }
     return this.endpoints.intern(family, words, w + W_SADDR, tsNs);
+  }
+
+  /**
+   * The destination endpoint of the record at word `w`: the hostNetwork pod whose socket has
+   * that (protocol, address, port) as its local end, else the address. In either direction: on
+   * loopback the same packet is seen at egress and at ingress and must stay one flow.
+   */
+  private destination(
+    family: number,
+    protocol: number,
+    words: Uint32Array,
+    w: number,
+    tsNs: number,
+  ): number {
+    const ports = this.localPorts;
+    const resolver = this.cgroupSources;
+    if (ports !== null && resolver !== null && !ports.empty) {
+      const head = portKeyHead(family, protocol, (words[w + W_PORTS] >>> DPORT_SHIFT) & 0xffff);
+      const id = this.learnedPod(ports, resolver, head, words, w + W_DADDR, tsNs);
+      if (id !== NO_POD) {
+        this.hostPodDestinationCount++;
+        return id;
+      }
+    }
+    return this.endpoints.intern(family, words, w + W_DADDR, tsNs);
+  }
+
+  /** The endpoint id of the pod owning the learned local port, or NO_POD. */
+  private learnedPod(
+    ports: LocalPortTable,
+    resolver: CgroupSourceResolver,
+    head: number,
+    words: Uint32Array,
+    at: number,
+    tsNs: number,
+  ): number {
+    const slot = ports.lookup(head, words, at, tsNs);
+    if (slot < 0) return NO_POD;
+    // Asked again each time: a pod deleted since stops being named at once.
+    const pod = resolver.hostPodAddress(ports.ownerLo(slot), ports.ownerHi(slot));
+    if (pod === null) return NO_POD;
+    return this.endpoints.intern(AddressFamily.HostPod, pod, 0, tsNs);
   }
 
   /** Pass 2 over a chunk: one observe() per record with valid endpoints. */
@@ -207,6 +297,8 @@ export class SignatureBatchDecoder {
       badFamily: this.badFamilyCount,
       endpointsFull: this.endpointsFullCount,
       hostPodSources: this.hostPodSourceCount,
+      hostPodDestinations: this.hostPodDestinationCount,
+      localPortEvictions: this.localPorts?.evictions ?? 0,
     };
   }
 
@@ -221,6 +313,169 @@ export class SignatureBatchDecoder {
     );
     return this.scratch;
   }
+}
+
+/** Slots probed from a key's home slot: a lookup costs at most this many compares. */
+const PORT_PROBE = 8;
+const DEFAULT_LOCAL_PORT_CAPACITY = 4096;
+/** FLOW_TIMEOUT_MS's default (src/config.ts). */
+const DEFAULT_LOCAL_PORT_TTL_MS = 30_000;
+// Words per key: (family << 24 | protocol << 16 | port), then the 4 address words.
+const KEY_WORDS = 5;
+
+/**
+ * The local (family, protocol, address, port) of hostNetwork pods' sockets, learned from their
+ * own egress records (the source of a record whose cgroup ID resolved to a pod), so that audio
+ * addressed to such a socket can be given the pod as its destination (docs/kubernetes.md).
+ *
+ * Open addressing over typed arrays, nothing allocated after construction: a key lives in one
+ * of the PORT_PROBE slots from its hash. A slot once used never becomes empty again (a forgotten
+ * key keeps its slot with cgroup 0, an expired one stays until reused), so a lookup stops at the
+ * first empty slot. Insertion reuses an expired or forgotten slot, else evicts the least recently
+ * refreshed key of the window (counted).
+ */
+export class LocalPortTable {
+  private readonly mask: number;
+  private readonly ttlNs: number;
+  private readonly keys: Uint32Array;
+  /** cgroup ID (lo, hi) of the socket's owner; (0, 0): forgotten. */
+  private readonly owners: Uint32Array;
+  /** Timestamp (ns) of the key's latest egress; 0: never used. */
+  private readonly seen: Float64Array;
+  private used = 0;
+  private evictionCount = 0;
+
+  constructor(capacity = DEFAULT_LOCAL_PORT_CAPACITY, ttlMs = DEFAULT_LOCAL_PORT_TTL_MS) {
+    if (!Number.isInteger(capacity) || capacity < PORT_PROBE || (capacity & (capacity - 1)) !== 0) {
+      throw new RangeError(`LocalPortTable: capacity ${capacity} is not a power of two >= 8`);
+    }
+    if (!(ttlMs > 0)) throw new RangeError(`LocalPortTable: bad ttlMs ${ttlMs}`);
+    this.mask = capacity - 1;
+    this.ttlNs = ttlMs * 1e6;
+    this.keys = new Uint32Array(capacity * KEY_WORDS);
+    this.owners = new Uint32Array(capacity * 2);
+    this.seen = new Float64Array(capacity);
+  }
+
+  /** True when nothing was ever learned: the decoder skips lookups entirely. */
+  get empty(): boolean {
+    return this.used === 0;
+  }
+
+  /** Keys displaced by a newer one while still fresh (the table was too small). */
+  get evictions(): number {
+    return this.evictionCount;
+  }
+
+  /**
+   * Records that the socket at `(family, protocol, words[at..at+4], port)` sent at `tsNs` from
+   * cgroup `(lo, hi)` (non-zero). A key owned by another cgroup is taken over: the port was
+   * reused by another process.
+   */
+  learn(head: number, words: Uint32Array, at: number, lo: number, hi: number, tsNs: number): void {
+    const slot = this.find(head, words, at);
+    if (slot >= 0) {
+      this.owners[slot * 2] = lo;
+      this.owners[slot * 2 + 1] = hi;
+      if (tsNs > this.seen[slot]) this.seen[slot] = tsNs;
+      return;
+    }
+    const home = hashKey(head, words, at);
+    const seen = this.seen;
+    let free = -1;
+    let oldest = -1;
+    for (let p = 0; p < PORT_PROBE; p++) {
+      const s = (home + p) & this.mask;
+      const t = seen[s];
+      if (t === 0 || this.owners[s * 2] + this.owners[s * 2 + 1] === 0 || tsNs - t > this.ttlNs) {
+        free = s;
+        break;
+      }
+      if (oldest < 0 || t < seen[oldest]) oldest = s;
+    }
+    if (free < 0) {
+      free = oldest;
+      this.evictionCount++;
+    }
+    if (seen[free] === 0) this.used++;
+    const k = free * KEY_WORDS;
+    const keys = this.keys;
+    keys[k] = head;
+    keys[k + 1] = words[at];
+    keys[k + 2] = words[at + 1];
+    keys[k + 3] = words[at + 2];
+    keys[k + 4] = words[at + 3];
+    this.owners[free * 2] = lo;
+    this.owners[free * 2 + 1] = hi;
+    seen[free] = tsNs > 0 ? tsNs : 1; // 0 marks a never used slot
+  }
+
+  /**
+   * The socket at the key was last seen sending from another cgroup that is no pod's (a process
+   * of the node reusing the port): forget its owner unless it is `(lo, hi)` itself.
+   */
+  forgetUnlessOwner(head: number, words: Uint32Array, at: number, lo: number, hi: number): void {
+    const slot = this.find(head, words, at);
+    if (slot < 0) return;
+    if (this.owners[slot * 2] === lo && this.owners[slot * 2 + 1] === hi) return;
+    this.owners[slot * 2] = 0;
+    this.owners[slot * 2 + 1] = 0;
+  }
+
+  /**
+   * The slot of the live key (learned within the TTL before `tsNs`, owner not forgotten), or -1.
+   * Read the owner with ownerLo/ownerHi.
+   */
+  lookup(head: number, words: Uint32Array, at: number, tsNs: number): number {
+    const slot = this.find(head, words, at);
+    if (slot < 0) return -1;
+    if (this.owners[slot * 2] + this.owners[slot * 2 + 1] === 0) return -1;
+    return tsNs - this.seen[slot] > this.ttlNs ? -1 : slot;
+  }
+
+  ownerLo(slot: number): number {
+    return this.owners[slot * 2];
+  }
+
+  ownerHi(slot: number): number {
+    return this.owners[slot * 2 + 1];
+  }
+
+  /** The slot holding the key (live or not), or -1. */
+  private find(head: number, words: Uint32Array, at: number): number {
+    const home = hashKey(head, words, at);
+    const keys = this.keys;
+    const seen = this.seen;
+    for (let p = 0; p < PORT_PROBE; p++) {
+      const s = (home + p) & this.mask;
+      if (seen[s] === 0) return -1;
+      const k = s * KEY_WORDS;
+      if (
+        keys[k] === head &&
+        keys[k + 1] === words[at] &&
+        keys[k + 2] === words[at + 1] &&
+        keys[k + 3] === words[at + 2] &&
+        keys[k + 4] === words[at + 3]
+      ) {
+        return s;
+      }
+    }
+    return -1;
+  }
+}
+
+/** The head word of a local port key. */
+function portKeyHead(family: number, protocol: number, port: number): number {
+  return ((family << 24) | (protocol << 16) | port) >>> 0;
+}
+
+function hashKey(head: number, words: Uint32Array, at: number): number {
+  let h = Math.imul(head ^ 0x9e3779b9, 0x85ebca6b);
+  h = Math.imul(h ^ words[at], 0xc2b2ae35);
+  h = Math.imul(h ^ words[at + 1], 0x85ebca6b);
+  h = Math.imul(h ^ words[at + 2], 0xc2b2ae35);
+  h = Math.imul(h ^ words[at + 3], 0x85ebca6b);
+  return (h ^ (h >>> 15)) >>> 0;
 }
 
 /** The fields of one sig_record, for producing records outside the addon (tests, benches). */

@@ -5,6 +5,7 @@ import { Correlator, type SignatureObserver } from '../src/correlate/correlator.
 import { AddressFamily, EndpointTable, hostPodAddress } from '../src/endpoints.js';
 import {
   type CgroupSourceResolver,
+  LocalPortTable,
   SignatureBatchDecoder,
   writeSigRecord,
 } from '../src/signature-batch.js';
@@ -175,6 +176,8 @@ describe('SignatureBatchDecoder', () => {
       badFamily: 0,
       endpointsFull: 0,
       hostPodSources: 0,
+      hostPodDestinations: 0,
+      localPortEvictions: 0,
     });
   });
 
@@ -321,6 +324,8 @@ describe('SignatureBatchDecoder', () => {
       badFamily: 1,
       endpointsFull: 1,
       hostPodSources: 0,
+      hostPodDestinations: 0,
+      localPortEvictions: 0,
     });
     decoder.decode(buffer, 3);
     assert.equal(decoder.stats.badFamily, 1);
@@ -405,5 +410,182 @@ describe('SignatureBatchDecoder', () => {
     });
     decoder.decode(buffer, 1);
     assert.deepEqual(seen, [2, 7]);
+  });
+
+  describe('hostNetwork destinations by learned local port', () => {
+    const R_UID = '3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b';
+    const Q_UID = '0c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e';
+    const R_CGROUP = 0x1_0000_2345n;
+    const Q_CGROUP = 0x1_0000_7777n;
+    const NODE_CGROUP = 0x1_0000_0001n; // a process of the node: no pod
+    const NODE = '192.168.1.10';
+    const MS = 1_000_000;
+
+    /** Resolves R's and Q's cgroups; `deleted` makes R unknown (pod gone). */
+    function resolver(state: { deleted: boolean }): CgroupSourceResolver {
+      const r = hostPodAddress(R_UID);
+      const q = hostPodAddress(Q_UID);
+      return {
+        hostPodAddress: (lo, hi) => {
+          const id = (BigInt(hi) << 32n) | BigInt(lo);
+          if (id === R_CGROUP) return state.deleted ? null : r;
+          if (id === Q_CGROUP) return q;
+          return null;
+        },
+      };
+    }
+
+    function decoderWith(options: { ttlMs?: number } = {}) {
+      const state = { deleted: false };
+      const endpoints = new EndpointTable({ capacity: 32 });
+      const observer = new CollectingObserver(endpoints);
+      const decoder = new SignatureBatchDecoder(endpoints, observer, {
+        cgroupSources: resolver(state),
+        localPortTtlMs: options.ttlMs,
+      });
+      const decode = (records: Parameters<typeof writeSigRecord>[2][]) => {
+        const buffer = new Uint8Array(records.length * SIG_RECORD_SIZE);
+        records.forEach((r, i) => writeSigRecord(buffer, i, r));
+        const from = observer.seen.length;
+        decoder.decode(buffer, records.length);
+        return observer.seen.slice(from);
+      };
+      return { state, endpoints, observer, decoder, decode };
+    }
+
+    const base = { sigLo: 1, sigHi: 2, ifindex: 2, protocol: 17 };
+    /** A (UDP) packet from a pod-network pod to R's port 30000 on the node, at ingress. */
+    const arrival = (tsNs: number, sigLo = 1) => ({
+      ...base,
+      sigLo,
+      tsNs,
+      saddr: '10.244.1.7',
+      daddr: NODE,
+      sport: 40000,
+      dport: 30000,
+      direction: 0,
+    });
+    /** R sending from its port 30000 (symmetric RTP), at egress, with its socket's cgroup. */
+    const departure = (tsNs: number, cgroupId = R_CGROUP, sigLo = 1) => ({
+      ...base,
+      sigLo,
+      tsNs,
+      saddr: NODE,
+      daddr: '10.244.2.9',
+      sport: 30000,
+      dport: 5004,
+      direction: 1,
+      cgroupId,
+    });
+
+    it('attributes an arrival at a learned port to the pod, not before it was learned', () => {
+      const { decode, decoder } = decoderWith();
+      const [early] = decode([arrival(1 * MS)]);
+      assert.equal(early.dst, NODE, 'before R has sent from the port: the node');
+      const [dep, later] = decode([departure(2 * MS), arrival(3 * MS)]);
+      assert.equal(dep.src, R_UID);
+      assert.equal(later.dst, R_UID, 'after: the pod, the endpoint its departures leave from');
+      // Other ports, protocols and addresses of the node stay the node's.
+      const others = decode([
+        { ...arrival(4 * MS), dport: 30001 },
+        { ...arrival(4 * MS), protocol: 6 },
+        { ...arrival(4 * MS), daddr: '192.168.1.11' },
+      ]);
+      assert.deepEqual(
+        others.map((o) => o.dst),
+        [NODE, NODE, '192.168.1.11'],
+      );
+      assert.equal(decoder.stats.hostPodDestinations, 1);
+    });
+
+    it('forgets a port after the TTL, on reuse by another process, and for a deleted pod', () => {
+      const { decode, state } = decoderWith({ ttlMs: 100 });
+      decode([departure(1 * MS)]);
+      assert.equal(decode([arrival(100 * MS)])[0].dst, R_UID, 'within the TTL');
+      assert.equal(decode([arrival(102 * MS)])[0].dst, NODE, 'expired: 101 ms after R sent');
+      // TCP: one local port both ways; a fresh departure renews it.
+      decode([departure(200 * MS)]);
+      assert.equal(decode([arrival(250 * MS)])[0].dst, R_UID);
+      // Another pod takes the port over: arrivals are its own.
+      decode([departure(260 * MS, Q_CGROUP)]);
+      assert.equal(decode([arrival(261 * MS)])[0].dst, Q_UID);
+      // A process of the node (a cgroup that is no pod) sends from it: no pod any more.
+      const [nodeSend] = decode([departure(262 * MS, NODE_CGROUP)]);
+      assert.equal(nodeSend.src, NODE);
+      assert.equal(decode([arrival(263 * MS)])[0].dst, NODE);
+      // Learned again, then the pod is deleted: the node at once.
+      decode([departure(264 * MS)]);
+      assert.equal(decode([arrival(265 * MS)])[0].dst, R_UID);
+      state.deleted = true;
+      assert.equal(decode([arrival(266 * MS)])[0].dst, NODE);
+    });
+
+    it('pairs a hop through a hostNetwork relay: A -> R -> B gives dest_pod = R', () => {
+      const endpoints = new EndpointTable({ capacity: 32, minIdleNs: 1e12 });
+      const samples: { value: number; source: string; dest: string }[] = [];
+      const sink = {
+        hop: (source: number, dest: number, seconds: number) =>
+          samples.push({
+            value: Math.round(seconds * 1e6) / 1e6,
+            source: endpoints.address(source),
+            dest: endpoints.address(dest),
+          }),
+        transit: () => {},
+        signature: () => {},
+        collision: () => assert.fail('no collision expected'),
+      };
+      const correlator = new Correlator(sink, { timeoutMs: 30_000, maxPending: 1024 });
+      const decoder = new SignatureBatchDecoder(endpoints, correlator, {
+        cgroupSources: resolver({ deleted: false }),
+      });
+      const records = [
+        // The first window: R has not sent yet, so it arrives at the node and pairs with nothing.
+        arrival(1 * MS, 100),
+        departure(21 * MS, R_CGROUP, 100),
+        // Every later window arrives at R and leaves R 20 ms later.
+        arrival(41 * MS, 101),
+        departure(61 * MS, R_CGROUP, 101),
+        arrival(81 * MS, 102),
+        departure(101 * MS, R_CGROUP, 102),
+      ];
+      const buffer = new Uint8Array(records.length * SIG_RECORD_SIZE);
+      records.forEach((r, i) => writeSigRecord(buffer, i, r));
+      decoder.decode(buffer, records.length);
+      assert.deepEqual(samples, [
+        { value: 0.02, source: '10.244.1.7', dest: R_UID },
+        { value: 0.02, source: '10.244.1.7', dest: R_UID },
+      ]);
+    });
+
+    it('gives a pod packet seen again at ingress (loopback) the pod as source: one flow', () => {
+      const { decode } = decoderWith();
+      const lo = { ...base, saddr: '127.0.0.1', daddr: '127.0.0.1', sport: 30000, dport: 5004 };
+      const seen = decode([
+        // Before R has sent from 30000, nothing is known: the node's address.
+        { ...lo, tsNs: 1 * MS, direction: 0 },
+        { ...lo, tsNs: 2 * MS, direction: 1, cgroupId: R_CGROUP },
+        { ...lo, tsNs: 2 * MS + 5000, direction: 0 },
+        // At egress a source without a pod cgroup is never taken from the table.
+        { ...lo, tsNs: 3 * MS, direction: 1 },
+      ]);
+      assert.deepEqual(
+        seen.map((o) => o.src),
+        ['127.0.0.1', R_UID, R_UID, '127.0.0.1'],
+      );
+    });
+
+    it('LocalPortTable evicts the stalest key of a full probe window, counted', () => {
+      const table = new LocalPortTable(8, 1000);
+      const words = new Uint32Array(4);
+      for (let port = 1; port <= 9; port++) table.learn(port, words, 0, port, 0, port * 1e6);
+      assert.equal(table.evictions, 1, '9 keys in 8 slots');
+      assert.equal(table.lookup(1, words, 0, 10e6), -1, 'the oldest went');
+      for (let port = 2; port <= 9; port++) {
+        const slot = table.lookup(port, words, 0, 10e6);
+        assert.ok(slot >= 0, `port ${port} kept`);
+        assert.equal(table.ownerLo(slot), port);
+      }
+      assert.throws(() => new LocalPortTable(100), RangeError);
+    });
   });
 });
