@@ -593,7 +593,7 @@ const SPECS = {
     env: 'MAX_POD_LABEL_VALUES',
     default: '500',
     expected: intExpected(10, 100_000),
-    doc: "Most distinct values of the pod labels (source_pod, dest_pod, pod) at once; further endpoints are labelled `other` (counted by audio_tracker_label_overflow_total) until a value is retired (a deleted pod, or an address unused for SERIES_TTL_MS).",
+    doc: 'Most distinct values of the pod labels (source_pod, dest_pod, pod) at once; further endpoints are labelled `other` (counted by audio_tracker_label_overflow_total) until a value is retired (a deleted pod, or an address unused for SERIES_TTL_MS).',
     parse: intParser(10, 100_000),
   }),
   seriesTtlMs: spec<number>({
