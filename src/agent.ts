@@ -19,7 +19,6 @@ import { PodCache, PodSourceSwitch } from './k8s/pod-cache.js';
 import { detectContainerRuntime } from './k8s/container-runtime.js';
 import type { CgroupRuntime } from './k8s/cgroup.js';
 import { KubeletSource } from './k8s/kubelet-source.js';
-import { ApiServerSource } from './k8s/apiserver-source.js';
 import { invalidateIps, OTHER, PodLabeler } from './k8s/identity.js';
 import { CgroupIdentities, cgroupScanner, HostNetworkSources } from './k8s/cgroup-ids.js';
 import {
@@ -138,7 +137,7 @@ export class Agent {
     this.watcher = this.createWatcher(this.classifier);
     await this.watcher.scanNow();
     this.watcher.start();
-    if (this.podCache !== null) this.startPodSources(this.podCache);
+    if (this.podCache !== null) await this.startPodSources(this.podCache);
     this.expireTimer = setInterval(() => {
       correlator.expire(monotonicNowNs());
       recorder.flush();
@@ -194,7 +193,7 @@ export class Agent {
    * background: nothing here waits on the network, and until the first list arrives endpoints
    * are labelled as not-yet-known and upgraded through onPodsChanged.
    */
-  private startPodSources(cache: PodCache): void {
+  private async startPodSources(cache: PodCache): Promise<void> {
     const { config, log } = this.opts;
     const k8s = config.k8s;
     // loadConfig() guarantees a node name whenever Kubernetes is enabled.
@@ -211,7 +210,11 @@ export class Agent {
             log,
           })
         : null;
-    const apiserver = k8s.podSource !== 'kubelet' ? new ApiServerSource({ nodeName, log }) : null;
+    // Loaded only when used: @kubernetes/client-node alone costs about 86 MiB of resident memory.
+    const apiserver =
+      k8s.podSource !== 'kubelet'
+        ? new (await import('./k8s/apiserver-source.js')).ApiServerSource({ nodeName, log })
+        : null;
     this.podSources = new PodSourceSwitch({ cache, primary: kubelet, fallback: apiserver, log });
     this.podSources.start();
     log.info('pod metadata sources started', {
