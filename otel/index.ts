@@ -1,5 +1,6 @@
 export {
   createAgentInstruments,
+  emptySelfStats,
   SELF_METRICS,
   validateBucketBoundaries,
   type AgentInstruments,

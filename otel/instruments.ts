@@ -283,6 +283,11 @@ export const SELF_METRICS: readonly SelfMetricSpec[] = [
   },
 ];
 
+/** A snapshot with every statistic at zero (before a stage exists; tests). */
+export function emptySelfStats(): SelfStatsSnapshot {
+  return Object.fromEntries(SELF_METRICS.map((m) => [m.key, 0])) as unknown as SelfStatsSnapshot;
+}
+
 /** Throws unless the boundaries are finite and strictly increasing. */
 export function validateBucketBoundaries(boundaries: readonly number[]): void {
   if (boundaries.length === 0) {

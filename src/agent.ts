@@ -23,6 +23,7 @@ import { invalidateIps, OTHER, PodLabeler } from './k8s/identity.js';
 import { CgroupIdentities, cgroupScanner, HostNetworkSources } from './k8s/cgroup-ids.js';
 import {
   createMeterPipeline,
+  emptySelfStats,
   K8sResourceDetector,
   type MeterPipeline,
   type MeterPipelineOptions,
@@ -339,7 +340,14 @@ export class Agent {
     this.recorder?.flush();
     const c = this.classifier;
     const cs = this.correlator?.stats ?? { pending: 0, evictions: 0, expired: 0 };
-    if (!c) return emptySnapshot(cs.pending, cs.evictions, cs.expired);
+    if (!c) {
+      return {
+        ...emptySelfStats(),
+        pendingSignatures: cs.pending,
+        correlatorEvictions: cs.evictions,
+        correlatorExpired: cs.expired,
+      };
+    }
     const s = c.stats();
     const k = s.kernel;
     return {
@@ -410,35 +418,4 @@ export class Agent {
     this.pipeline = null;
     if (pipeline) await pipeline.shutdown();
   }
-}
-
-function emptySnapshot(pending: number, evictions: number, expired: number): SelfStatsSnapshot {
-  return {
-    packetsInspected: 0,
-    audioPackets: 0,
-    eventsDelivered: 0,
-    eventsLost: 0,
-    payloadTruncated: 0,
-    packetsMalformed: 0,
-    flowsTracked: 0,
-    flowsEvicted: 0,
-    flowsExpired: 0,
-    interfacesAttached: 0,
-    bpfRunTimeSeconds: 0,
-    bpfRunCount: 0,
-    windowsSilent: 0,
-    pendingSignatures: pending,
-    correlatorEvictions: evictions,
-    correlatorExpired: expired,
-    tcpSegments: 0,
-    tcpRetransmittedBytes: 0,
-    tcpOutOfOrder: 0,
-    tcpResyncs: 0,
-    tcpFlowsExpired: 0,
-    encryptedFlows: 0,
-    encryptedSegments: 0,
-    gsoChunks: 0,
-    bulkFlows: 0,
-    bulkSegments: 0,
-  };
 }

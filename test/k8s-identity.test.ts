@@ -19,6 +19,7 @@ import {
 import { parsePod, PodCache, type PodIdentity } from '../src/k8s/pod-cache.js';
 import {
   createMeterPipeline,
+  emptySelfStats,
   filterResourceMetrics,
   retainedSeriesCount,
   type MeterPipeline,
@@ -219,7 +220,7 @@ describe('dead series', () => {
       dropSeries: (a) => l.dropSeries(a),
       labelStats: () => ({ overflows: l.stats.overflows, values: l.stats.values }),
     });
-    const instruments = pipeline.createInstruments(() => emptyStats());
+    const instruments = pipeline.createInstruments(() => emptySelfStats());
     endpoints = new EndpointTable({ capacity: 16, labeler: (ip) => l.labelIp(ip) });
     cache.onChange((ips) => invalidateIps(endpoints, ips));
     recorder = new HopRecorder({ ...instruments, endpoints });
@@ -349,7 +350,7 @@ describe('idle IP values (Kubernetes off, or K8S_LABEL_EXTERNAL=ip)', () => {
   async function rig(maxValues: number) {
     const { l, clock } = labeler(null, { maxValues, seriesTtlMs: ttl });
     const pipeline = await createTestPipeline(l);
-    const instruments = pipeline.createInstruments(() => emptyStats());
+    const instruments = pipeline.createInstruments(() => emptySelfStats());
     const endpoints = new EndpointTable({ capacity: 16, labeler: (ip) => l.labelIp(ip) });
     l.watchEndpoints(endpoints);
     const recorder = new HopRecorder({ ...instruments, endpoints });
@@ -501,35 +502,4 @@ class PullReader extends MetricReader {
   protected onShutdown(): Promise<void> {
     return Promise.resolve();
   }
-}
-
-function emptyStats() {
-  return {
-    packetsInspected: 0,
-    audioPackets: 0,
-    eventsDelivered: 0,
-    eventsLost: 0,
-    payloadTruncated: 0,
-    packetsMalformed: 0,
-    flowsTracked: 0,
-    flowsEvicted: 0,
-    flowsExpired: 0,
-    interfacesAttached: 0,
-    bpfRunTimeSeconds: 0,
-    bpfRunCount: 0,
-    windowsSilent: 0,
-    pendingSignatures: 0,
-    correlatorEvictions: 0,
-    correlatorExpired: 0,
-    tcpSegments: 0,
-    tcpRetransmittedBytes: 0,
-    tcpOutOfOrder: 0,
-    tcpResyncs: 0,
-    tcpFlowsExpired: 0,
-    encryptedFlows: 0,
-    encryptedSegments: 0,
-    gsoChunks: 0,
-    bulkFlows: 0,
-    bulkSegments: 0,
-  };
 }

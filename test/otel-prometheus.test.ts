@@ -6,6 +6,7 @@ import type { ResourceDetector } from '@opentelemetry/resources';
 import {
   buildAgentResource,
   createMeterPipeline,
+  emptySelfStats,
   SELF_METRICS,
   type AgentInstruments,
   type MeterPipeline,
@@ -244,6 +245,12 @@ describe('Prometheus endpoint', () => {
     }
     assert.ok(!sampleNames.has('audio_latency_seconds_seconds_bucket'));
     assert.ok(!sampleNames.has('audio_signatures_total_total'));
+  });
+
+  it('has a zero snapshot with exactly the keys of a full one', () => {
+    const zero = emptySelfStats();
+    assert.deepEqual(Object.keys(zero).sort(), Object.keys(SNAPSHOT).sort());
+    assert.ok(Object.values(zero).every((v) => v === 0));
   });
 
   it('lists every self metric of the brief, with the audio_tracker_ prefix', () => {
