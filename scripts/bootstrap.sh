@@ -2,7 +2,7 @@
 # One entry point for a fresh Debian/Ubuntu machine (as root): installs what is
 # missing (Debian packages, Node.js 24 from the npm registry, npm packages),
 # builds the BPF object, the addon and the TypeScript, then runs one job:
-#   demo   the lab demo (default)      test   every test
+#   demo   the lab demo (default)      test   runtime dependency audit, then every test
 #   bench  the benchmarks              build  stop after the build
 set -euo pipefail
 
@@ -23,7 +23,7 @@ need_root() {
 
 install_debian_packages() {
   local pkgs=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-    iproute2 prometheus ca-certificates)
+    iproute2 prometheus ca-certificates iperf3 sockperf)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -91,7 +91,10 @@ build
 cd "$root"
 case "$job" in
   demo) exec npm run --silent demo -- "$@" ;;
-  test) exec npm test ;;
+  test)
+    node scripts/audit-runtime.mjs
+    exec npm test
+    ;;
   bench) exec npm run --silent bench ;;
   build) exit 0 ;;
   *) echo "bootstrap: unknown job '$job' (demo|test|bench|build)" >&2; exit 2 ;;
