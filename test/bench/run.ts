@@ -7,11 +7,17 @@ import type { BenchRow } from './types.js';
 import { benchUserspace } from './userspace.js';
 import { benchClassifier } from './classifier.js';
 import { benchAgentMemory } from './agent-memory.js';
+import { benchFuzzCost } from './fuzz-cost.js';
 
 type Suite = { name: string; run: () => Promise<BenchRow[]>; needsRoot: boolean };
 
 const SUITES: Suite[] = [
   { name: 'classifier (BPF_PROG_TEST_RUN)', run: benchClassifier, needsRoot: true },
+  {
+    name: 'classifier under fuzzed input (BPF_PROG_TEST_RUN)',
+    run: benchFuzzCost,
+    needsRoot: true,
+  },
   { name: 'userspace (one core)', run: benchUserspace, needsRoot: false },
   { name: 'agent memory', run: benchAgentMemory, needsRoot: true },
 ];
