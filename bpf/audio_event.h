@@ -152,6 +152,9 @@ enum aev_tcp_state_flags {
 	AEV_TCP_START_PENDING = 1 << 1, /* no data yet (SYN only): the next
 					 * event carries AEV_F_STREAM_START */
 	AEV_TCP_BULK = 1 << 2, /* faster than any audio: skipped early */
+	AEV_TCP_ENDED = 1 << 3, /* FIN or RST seen: kept (not deleted) so that
+				 * retransmissions of the end are dropped, not
+				 * taken again as a new stream */
 };
 
 /* A TCP stream that carries more new bytes than this within one second is

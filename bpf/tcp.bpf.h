@@ -187,8 +187,9 @@ static __always_inline void tcp_track(struct __sk_buff *skb, const struct aev_tc
 		tcp_restart(&n, seg, now);
 		tcp_advance(skb, &n, seg, t, s);
 		tcp_rate(&n, t->len, now, s);
-		if (!end)
-			bpf_map_update_elem(&tcp_flows, key, &n, BPF_NOEXIST);
+		if (end)
+			n.flags |= AEV_TCP_ENDED;
+		bpf_map_update_elem(&tcp_flows, key, &n, BPF_NOEXIST);
 		return;
 	}
 	if (seg->flags & TCP_F_SYN) {
@@ -202,16 +203,19 @@ static __always_inline void tcp_track(struct __sk_buff *skb, const struct aev_tc
 		s->count[(f->flags & AEV_TCP_ENCRYPTED) ? AEV_STAT_ENCRYPTED_SEGMENTS :
 							   AEV_STAT_BULK_SEGMENTS]++;
 		if (end)
-			bpf_map_delete_elem(&tcp_flows, key);
-		else
-			f->last_seen_ns = now;
+			f->flags |= AEV_TCP_ENDED;
+		f->last_seen_ns = now;
 		return;
+	} else if ((f->flags & AEV_TCP_ENDED) &&
+		   (__s32)(seg->seq + seg->data_len - f->next_seq) > 0) {
+		/* New bytes after the end without a SYN we saw: a new stream. */
+		tcp_restart(f, seg, now);
 	}
 	f->last_seen_ns = now;
 	tcp_advance(skb, f, seg, t, s);
 	tcp_rate(f, t->len, now, s);
 	if (end)
-		bpf_map_delete_elem(&tcp_flows, key);
+		f->flags |= AEV_TCP_ENDED;
 }
 
 #endif /* TCP_BPF_H */

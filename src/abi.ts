@@ -119,7 +119,7 @@ export const TcpFlowLayout = {
 export const AEV_BULK_BYTES_PER_SEC = 4 * 1024 * 1024;
 
 /** enum aev_tcp_state_flags. */
-export const TcpStateFlag = { Encrypted: 1, StartPending: 2, Bulk: 4 } as const;
+export const TcpStateFlag = { Encrypted: 1, StartPending: 2, Bulk: 4, Ended: 8 } as const;
 
 /** Byte offsets in struct sig_record (addon -> JavaScript batches). */
 export const SigRecordLayout = {

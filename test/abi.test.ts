@@ -149,6 +149,7 @@ const ENUMS: readonly (readonly [string, number])[] = [
   ['AEV_TCP_ENCRYPTED', TcpStateFlag.Encrypted],
   ['AEV_TCP_START_PENDING', TcpStateFlag.StartPending],
   ['AEV_TCP_BULK', TcpStateFlag.Bulk],
+  ['AEV_TCP_ENDED', TcpStateFlag.Ended],
   ['AEV_BULK_BYTES_PER_SEC', AEV_BULK_BYTES_PER_SEC],
   ['AEV_MAX_CAPTURE', AEV_MAX_CAPTURE],
   ['AEV_HEADER_SIZE', AEV_HEADER_SIZE],

@@ -386,14 +386,33 @@ test('SYN starts a stream at seq + 1; RST mid-stream ends it; the next segment s
   assertTook(await h.run(b1.bytes), f, b1, 1000, 2000, 0, 'second');
   const rst = buildTcpPacket({ sport, seq: isn + 1 + 2000, flags: TcpFlag.Rst | TcpFlag.Ack });
   assertNothing(await h.run(rst.bytes), { Packets: 1, TcpSegments: 1 }, 'RST');
-  assert.deepEqual(h.flowsOf(sport), [], 'RST deleted the state');
-  // Whatever comes next is a new stream (here: bytes that continue the old one).
+  assert.deepEqual(
+    h.flowsOf(sport).map((s) => [s.nextSeq, s.flags]),
+    [[isn + 1 + 2000, TcpStateFlag.Ended]],
+    'RST marked the state ended (kept, so that retransmissions stay dropped)',
+  );
+  // A retransmission after the end is dropped, not taken as a new stream.
+  assertNothing(
+    await h.run(b1.bytes),
+    { Packets: 1, TcpSegments: 1, TcpRetransBytes: 1000 },
+    'retransmitted after RST',
+  );
+  // New bytes are a new stream (here: bytes that continue the old one).
   const b2 = f.segment(2000, 3000);
   assertTook(await h.run(b2.bytes), f, b2, 2000, 3000, EventFlag.StreamStart, 'after RST');
-  // FIN with data: the last event says the stream ends, and the state goes.
+  // FIN with data: the last event says the stream ends; its retransmission says nothing.
   const fin = f.segment(3000, 4000, { flags: TcpFlag.Fin | TcpFlag.Ack | TcpFlag.Psh });
   assertTook(await h.run(fin.bytes), f, fin, 3000, 4000, EventFlag.StreamEnd, 'FIN');
-  assert.deepEqual(h.flowsOf(sport), [], 'FIN deleted the state');
+  assert.deepEqual(
+    h.flowsOf(sport).map((s) => [s.nextSeq, s.flags]),
+    [[isn + 1 + 4000, TcpStateFlag.Ended]],
+    'FIN marked the state ended',
+  );
+  assertNothing(
+    await h.run(fin.bytes),
+    { Packets: 1, TcpSegments: 1, TcpRetransBytes: 1000 },
+    'retransmitted FIN',
+  );
 });
 
 test('a SYN with data (TCP Fast Open): the data starts at seq + 1', async (t) => {
@@ -413,19 +432,25 @@ test('a SYN with data (TCP Fast Open): the data starts at seq + 1', async (t) =>
   assertTook(await h.run(b.bytes), f, b, 500, 2000, 0, 'following data');
 });
 
-test('RST with payload: the event carries STREAM_END; a FIN alone just ends the state', async (t) => {
+test('RST with payload: the event carries STREAM_END; a FIN alone just marks the state ended', async (t) => {
   const h = harness(t);
   if (!h) return;
   const f = new Flow({ sport: 43009 }, streamBytes(3000, 9), 1);
   await h.run(f.segment(0, 1000).bytes);
   const rst = f.segment(1000, 1100, { flags: TcpFlag.Rst | TcpFlag.Ack });
   assertTook(await h.run(rst.bytes), f, rst, 1000, 1100, EventFlag.StreamEnd, 'RST data');
-  assert.deepEqual(h.flowsOf(43009), []);
+  assert.deepEqual(
+    h.flowsOf(43009).map((s) => s.flags),
+    [TcpStateFlag.Ended],
+  );
   const g = new Flow({ sport: 43010 }, streamBytes(2000, 10), 1);
   await h.run(g.segment(0, 1000).bytes);
   const fin = buildTcpPacket({ sport: 43010, seq: 1001, flags: TcpFlag.Fin | TcpFlag.Ack });
   assertNothing(await h.run(fin.bytes), { Packets: 1, TcpSegments: 1 }, 'bare FIN');
-  assert.deepEqual(h.flowsOf(43010), []);
+  assert.deepEqual(
+    h.flowsOf(43010).map((s) => s.flags),
+    [TcpStateFlag.Ended],
+  );
 });
 
 test('the largest frame BPF_PROG_TEST_RUN takes: chunks of AEV_MAX_CAPTURE, seq consecutive', async (t) => {
