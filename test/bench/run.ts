@@ -8,6 +8,7 @@ import { benchUserspace } from './userspace.js';
 import { benchClassifier } from './classifier.js';
 import { benchAgentMemory } from './agent-memory.js';
 import { benchFuzzCost } from './fuzz-cost.js';
+import { benchOverhead } from './overhead.js';
 
 type Suite = { name: string; run: () => Promise<BenchRow[]>; needsRoot: boolean };
 
@@ -20,6 +21,11 @@ const SUITES: Suite[] = [
   },
   { name: 'userspace (one core)', run: benchUserspace, needsRoot: false },
   { name: 'agent memory', run: benchAgentMemory, needsRoot: true },
+  {
+    name: 'overhead on the traffic (two lab pods, agent off/on, ABBA)',
+    run: benchOverhead,
+    needsRoot: true,
+  },
 ];
 
 function formatRow(row: BenchRow): string {
