@@ -101,6 +101,8 @@ export class EndpointTable {
   private labeler: EndpointLabeler;
   private podLabeler: HostPodLabeler;
   private readonly minIdleNs: number;
+  /** A last use further ahead of the record being interned is impossible (see touch()). */
+  private readonly futureSlackNs: number;
 
   /** Open-addressing index (linear probing): id + 1, 0 = empty. */
   private readonly index: Int32Array;
@@ -138,6 +140,7 @@ export class EndpointTable {
       (options.resolver !== undefined ? fromResolver(options.resolver) : byAddress);
     this.podLabeler = options.podLabeler ?? byAddress;
     this.minIdleNs = options.minIdleNs ?? 0;
+    this.futureSlackNs = Math.max(this.minIdleNs, TOUCH_GRANULARITY_NS);
     const buckets = nextPowerOfTwo(capacity * 2);
     this.index = new Int32Array(buckets);
     this.indexMask = buckets - 1;
@@ -345,10 +348,14 @@ export class EndpointTable {
       id = this.used++;
     } else {
       id = this.lruHead;
-      // lastUsedNs may be up to TOUCH_GRANULARITY_NS old: allow for it, so minIdleNs holds.
+      const last = this.lastUsedNs[id];
+      // lastUsedNs may be up to TOUCH_GRANULARITY_NS old: allow for it, so minIdleNs holds. A
+      // last use impossibly far ahead (a bogus timestamp, see touch()) does not protect the id:
+      // else that one record would keep every new endpoint out once it reached the head.
       if (
         this.minIdleNs > 0 &&
-        this.lastUsedNs[id] + TOUCH_GRANULARITY_NS > nowNs - this.minIdleNs
+        last + TOUCH_GRANULARITY_NS > nowNs - this.minIdleNs &&
+        last - nowNs <= this.futureSlackNs
       ) {
         this.rejectedCount++;
         return NONE;
@@ -439,7 +446,10 @@ export class EndpointTable {
    * costs one comparison, not a list update, per sighting.
    */
   private touch(id: number, nowNs: number): void {
-    if (nowNs - this.lastUsedNs[id] < TOUCH_GRANULARITY_NS) return;
+    const idle = nowNs - this.lastUsedNs[id];
+    // Records are stamped by one monotonic clock and arrive at most slightly out of order: a
+    // last use further ahead than futureSlackNs came from a bogus timestamp and is replaced.
+    if (idle < TOUCH_GRANULARITY_NS && idle >= -this.futureSlackNs) return;
     this.lastUsedNs[id] = nowNs;
     if (id === this.lruTail) return;
     this.unlink(id);

@@ -377,7 +377,9 @@ export class LocalPortTable {
     if (slot >= 0) {
       this.owners[slot * 2] = lo;
       this.owners[slot * 2 + 1] = hi;
-      if (tsNs > this.seen[slot]) this.seen[slot] = tsNs;
+      if (tsNs > this.seen[slot] || this.impossiblyAhead(this.seen[slot], tsNs)) {
+        this.seen[slot] = tsNs > 0 ? tsNs : 1;
+      }
       return;
     }
     const home = hashKey(head, words, at);
@@ -387,7 +389,8 @@ export class LocalPortTable {
     for (let p = 0; p < PORT_PROBE; p++) {
       const s = (home + p) & this.mask;
       const t = seen[s];
-      if (t === 0 || this.owners[s * 2] + this.owners[s * 2 + 1] === 0 || tsNs - t > this.ttlNs) {
+      const stale = tsNs - t > this.ttlNs || this.impossiblyAhead(t, tsNs);
+      if (t === 0 || this.owners[s * 2] + this.owners[s * 2 + 1] === 0 || stale) {
         free = s;
         break;
       }
@@ -430,7 +433,17 @@ export class LocalPortTable {
     const slot = this.find(head, words, at);
     if (slot < 0) return -1;
     if (this.owners[slot * 2] + this.owners[slot * 2 + 1] === 0) return -1;
-    return tsNs - this.seen[slot] > this.ttlNs ? -1 : slot;
+    const seen = this.seen[slot];
+    return tsNs - seen > this.ttlNs || this.impossiblyAhead(seen, tsNs) ? -1 : slot;
+  }
+
+  /**
+   * Records are stamped by one monotonic clock and arrive at most slightly out of order: a key
+   * seen more than the TTL after the record at hand was learned from a bogus timestamp, and is
+   * stale (else it would name its pod for ever).
+   */
+  private impossiblyAhead(seenNs: number, tsNs: number): boolean {
+    return seenNs - tsNs > this.ttlNs;
   }
 
   ownerLo(slot: number): number {

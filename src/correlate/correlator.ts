@@ -303,13 +303,25 @@ export class Correlator implements SignatureObserver {
 
   /**
    * Expires occurrences older than the timeout relative to `nowNs` (CLOCK_MONOTONIC ns, e.g.
-   * monotonicNowNs()), so state drains while no events arrive. Never moves time backwards.
+   * monotonicNowNs()), so state drains while no events arrive. Time moves backwards only when
+   * event time ran more than the timeout ahead of `nowNs`: records are stamped by the same clock
+   * before they are observed, so only a record with a bogus timestamp puts event time there, and
+   * left alone it would expire all state at every later call (or, as the ring's head, block all
+   * expiry). The clock wins, and occurrences stamped that far ahead of it are dropped as expired.
    * Returns the number expired by this call.
    */
   expire(nowNs: number): number {
-    if (nowNs > this.nowNs) this.nowNs = nowNs;
+    if (nowNs > this.nowNs || this.nowNs - nowNs > this.timeoutNs) this.nowNs = nowNs;
     const before = this.expiredCount;
-    this.expireBefore(this.nowNs - this.timeoutNs);
+    const latest = this.nowNs + this.timeoutNs;
+    const d = this.doubles;
+    for (;;) {
+      this.expireBefore(this.nowNs - this.timeoutNs);
+      // A NaN timestamp (only a direct caller can pass one) fails the test and goes too.
+      if (this.count === 0 || d[this.headSlot * SLOT_DOUBLES + D_TS] <= latest) break;
+      this.evictHead();
+      this.expiredCount++;
+    }
     return this.expiredCount - before;
   }
 
