@@ -143,6 +143,13 @@ type Parser<T> = (raw: string) => T | Rejection;
 
 const DECIMAL_INT = /^(0|[1-9][0-9]{0,15})$/;
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+/**
+ * Control characters, and the invisible and bidirectional formatting characters (and lone
+ * surrogates) that make text read differently from what it is: a forged log line, a reversed
+ * name (Trojan Source), or a value the OTLP protobuf encoder cannot carry as UTF-8.
+ */
+const UNSAFE_TEXT =
+  /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]|[\ud800-\udfff]/u;
 
 function intParser(min: number, max: number): Parser<number> {
   return (raw) => {
@@ -242,7 +249,14 @@ const parseBuckets: Parser<readonly number[]> = (raw) => {
   if (items.length > MAX_BUCKETS) return reject(`more than ${MAX_BUCKETS} buckets`);
   const bounds: number[] = [];
   for (const [i, item] of items.entries()) {
-    if (!BUCKET_ITEM.test(item)) return reject(`item ${i + 1} is not a decimal number`);
+    if (!BUCKET_ITEM.test(item)) {
+      // A decimal number that is merely too long gets its own reason, not "not a number".
+      return reject(
+        /^[0-9]+(\.[0-9]+)?$/.test(item)
+          ? `item ${i + 1} has more than 9 integer or 12 fractional digits`
+          : `item ${i + 1} is not a decimal number`,
+      );
+    }
     const value = Number(item);
     if (!(value > 0)) return reject(`item ${i + 1} is not positive`);
     const previous = bounds.at(-1);
@@ -270,7 +284,7 @@ const parseIp: Parser<string | null> = nullable((raw) => {
 /** The kubelet's base URL: scheme and authority only (the agent appends /pods). */
 const parseKubeletUrl: Parser<string | null> = nullable((raw) => {
   const secretish = raw.includes('@');
-  if (/\s/.test(raw) || CONTROL_CHARS.test(raw)) {
+  if (/\s/.test(raw) || UNSAFE_TEXT.test(raw)) {
     return reject('contains whitespace or control characters', secretish);
   }
   if (!/^https?:\/\//i.test(raw))
@@ -284,7 +298,8 @@ const parseKubeletUrl: Parser<string | null> = nullable((raw) => {
   if (url.username !== '' || url.password !== '' || secretish) {
     return reject('must not contain credentials (the token comes from K8S_TOKEN_FILE)', true);
   }
-  if (url.hostname === '') return reject('has no host');
+  const hostProblem = checkHost(url);
+  if (hostProblem !== null) return reject(hostProblem);
   if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') {
     return reject('must not have a path, query or fragment');
   }
@@ -295,7 +310,7 @@ const parseKubeletUrl: Parser<string | null> = nullable((raw) => {
 const parseEndpoint: Parser<string | null> = nullable((raw) => {
   // An '@' may be the start of user:password; never echo such a value.
   const secretish = raw.includes('@');
-  if (/\s/.test(raw) || CONTROL_CHARS.test(raw)) {
+  if (/\s/.test(raw) || UNSAFE_TEXT.test(raw)) {
     return reject('contains whitespace or control characters', secretish);
   }
   const scheme = /^(https?):\/\//i.exec(raw);
@@ -309,14 +324,34 @@ const parseEndpoint: Parser<string | null> = nullable((raw) => {
   if (url.username !== '' || url.password !== '' || secretish) {
     return reject('must not contain credentials (use OTEL_EXPORTER_OTLP_HEADERS)', true);
   }
-  if (url.hostname === '') return reject('has no host');
+  const hostProblem = checkHost(url);
+  if (hostProblem !== null) return reject(hostProblem);
   if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') {
     return reject('must not have a path, query or fragment (gRPC endpoints are host[:port])');
   }
-  // Keep the user's authority as written (URL would drop an explicit default port).
-  const rest = raw.slice(scheme[0].length).replace(/\/$/, '');
-  return `${scheme[1].toLowerCase()}://${rest}`;
+  // The host as URL parsed it (the one validated: `0x7f.1` is 127.0.0.1, `%41` is `a`), so gRPC
+  // connects where the check says; an explicit port is kept even when it is the default one.
+  const explicitPort = /:([0-9]+)$/.exec(raw.slice(scheme[0].length).replace(/\/$/, ''));
+  const port = explicitPort === null ? '' : `:${Number(explicitPort[1])}`;
+  return `${scheme[1].toLowerCase()}://${url.hostname}${port}`;
 });
+
+const DNS_LABEL = /^[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?$/;
+
+/** Why the host (and port) of a parsed http(s) URL cannot be connected to, or null. */
+function checkHost(url: URL): string | null {
+  const host = url.hostname;
+  if (host === '') return 'has no host';
+  if (url.port === '0') return 'has port 0';
+  // IPv6 literals (in brackets) and IPv4 addresses were validated by URL itself.
+  if (host.startsWith('[') || isIP(host) === 4) return null;
+  const name = host.endsWith('.') ? host.slice(0, -1) : host;
+  if (name.length > 253) return 'has a host name longer than 253 characters';
+  if (!name.split('.').every((label) => DNS_LABEL.test(label))) {
+    return 'has a host that is neither a DNS name nor an IP address';
+  }
+  return null;
+}
 
 const HEADER_KEY = /^[A-Za-z0-9_.-]+$/;
 const HEADER_VALUE = /^[\u0020-\u007e]*$/;
@@ -374,7 +409,7 @@ const parseResourceAttributes: Parser<Pairs> = (raw) => {
     if (key.length > MAX_ATTRIBUTE_LENGTH || value.length > MAX_ATTRIBUTE_LENGTH) {
       return reject(`entry ${n} is longer than ${MAX_ATTRIBUTE_LENGTH} characters`);
     }
-    if (CONTROL_CHARS.test(key) || CONTROL_CHARS.test(value)) {
+    if (UNSAFE_TEXT.test(key) || UNSAFE_TEXT.test(value)) {
       return reject(`entry ${n} contains control characters`);
     }
     if (entries.has(key)) return reject(`entry ${n} repeats an earlier key`);
@@ -392,7 +427,7 @@ function percentDecode(text: string): string | null {
 }
 
 const parseServiceName: Parser<string> = (raw) =>
-  raw.length <= MAX_ATTRIBUTE_LENGTH && !CONTROL_CHARS.test(raw) ? raw : reject();
+  raw.length <= MAX_ATTRIBUTE_LENGTH && !UNSAFE_TEXT.test(raw) ? raw : reject();
 
 /** A PEM file the agent must be able to read when it connects, checked now rather than then. */
 const parseReadableFile: Parser<string | null> = nullable((raw) => {

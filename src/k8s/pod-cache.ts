@@ -56,6 +56,14 @@ const MAX_CONTAINERS = 64;
 const CONTAINER_ID = /^[a-z][a-z0-9.+-]{0,31}:\/\/([0-9a-f]{12,128})$/;
 const RFC3339ISH = /^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)$/;
 const TERMINAL_PHASES: ReadonlySet<string> = new Set(['Succeeded', 'Failed']);
+/**
+ * Pod names are DNS-1123 subdomains and namespaces DNS-1123 labels (the API server validates
+ * both). Anything else is refused: `namespace/name` keys the label values, so a "/" would let
+ * two pods share one, and control or bidi characters would reach metrics and logs.
+ */
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const MAX_RESOURCE_VERSION = 64;
 
 export type ParseResult = { ok: true; pod: PodIdentity } | { ok: false; reason: string };
 
@@ -86,9 +94,13 @@ export function parsePod(raw: unknown): ParseResult {
   const { metadata, spec, status } = raw;
   if (!isRecord(metadata)) return fail('metadata is not an object');
   const name = boundedString(metadata.name, MAX_NAME);
-  if (name === undefined) return fail('metadata.name missing or invalid');
+  if (name === undefined || !DNS1123_SUBDOMAIN.test(name)) {
+    return fail('metadata.name missing or invalid');
+  }
   const namespace = boundedString(metadata.namespace, MAX_NAMESPACE);
-  if (namespace === undefined) return fail('metadata.namespace missing or invalid');
+  if (namespace === undefined || !DNS1123_LABEL.test(namespace)) {
+    return fail('metadata.namespace missing or invalid');
+  }
   const uid = boundedString(metadata.uid, MAX_UID);
   if (uid === undefined) return fail('metadata.uid missing or invalid');
   if (spec !== undefined && !isRecord(spec)) return fail('spec is not an object');
@@ -178,7 +190,13 @@ export function parsePodList(body: unknown, nodeName?: string): ParsedPodList {
     pods.push(r.pod);
   }
   const meta = body.metadata;
-  const rv = isRecord(meta) && typeof meta.resourceVersion === 'string' ? meta.resourceVersion : '';
+  // Bounded like a watch event's: it goes into the next watch URL.
+  const rv =
+    isRecord(meta) &&
+    typeof meta.resourceVersion === 'string' &&
+    meta.resourceVersion.length <= MAX_RESOURCE_VERSION
+      ? meta.resourceVersion
+      : '';
   return { pods, resourceVersion: rv, rejected, reasons };
 }
 
@@ -205,6 +223,59 @@ interface Entry {
   pod: PodIdentity;
   /** Order of first sight: the tie-breaker between claims with equal creation times. */
   readonly seq: number;
+  /** Links in the eviction lists (by age, and of finished pods). */
+  readonly age: Link;
+  readonly done: Link;
+}
+
+interface Link {
+  prev: Entry | undefined;
+  next: Entry | undefined;
+  linked: boolean;
+}
+
+const newLink = (): Link => ({ prev: undefined, next: undefined, linked: false });
+
+/**
+ * An intrusive doubly linked list of entries: O(1) append, removal and oldest. (A Map or Set
+ * in insertion order would do, but V8 leaves deleted slots in place until it rehashes, so
+ * finding the first live entry after many evictions walks over them: a list larger than the
+ * cache then cost time quadratic in its size.)
+ */
+class EntryList {
+  private head: Entry | undefined;
+  private tail: Entry | undefined;
+
+  constructor(private readonly link: (e: Entry) => Link) {}
+
+  append(e: Entry): void {
+    const l = this.link(e);
+    if (l.linked) return;
+    l.prev = this.tail;
+    l.next = undefined;
+    l.linked = true;
+    if (this.tail === undefined) this.head = e;
+    else this.link(this.tail).next = e;
+    this.tail = e;
+  }
+
+  remove(e: Entry): void {
+    const l = this.link(e);
+    if (!l.linked) return;
+    if (l.prev === undefined) this.head = l.next;
+    else this.link(l.prev).next = l.next;
+    if (l.next === undefined) this.tail = l.prev;
+    else this.link(l.next).prev = l.prev;
+    l.prev = undefined;
+    l.next = undefined;
+    l.linked = false;
+  }
+
+  /** The oldest entry other than `except`. */
+  first(except: Entry): Entry | undefined {
+    const e = this.head;
+    return e === except && e !== undefined ? this.link(e).next : e;
+  }
 }
 
 export class PodCache {
@@ -214,7 +285,19 @@ export class PodCache {
   private readonly ipOwner = new Map<string, Entry>();
   /** Every live pod claiming each IP (usually one; two during a quick reuse). */
   private readonly ipClaims = new Map<string, Entry[]>();
-  private readonly containerOwner = new Map<string, Entry>();
+  /**
+   * Every pod claiming each container ID, the latest to claim it owning it. IDs are unique in a
+   * sane cluster; a hostile list that repeats one must not leave a live pod unfindable when
+   * the other claimant goes.
+   */
+  private readonly containerClaims = new Map<string, Entry[]>();
+  /**
+   * Eviction order: finished (terminal or terminating) pods in the order they finished, then
+   * every pod by age. Lists, so that an eviction never scans the cache: a pod list larger than
+   * the cache costs one eviction per extra pod, and a scan each made it quadratic.
+   */
+  private readonly byAge = new EntryList((e) => e.age);
+  private readonly finished = new EntryList((e) => e.done);
   private readonly listeners: PodChangeListener[] = [];
   private seq = 0;
   private evicted = 0;
@@ -240,7 +323,8 @@ export class PodCache {
   }
 
   byContainerId(id: string): PodIdentity | undefined {
-    return this.containerOwner.get(id)?.pod;
+    const claims = this.containerClaims.get(id);
+    return claims === undefined ? undefined : claims[claims.length - 1].pod;
   }
 
   byUid(uid: string): PodIdentity | undefined {
@@ -255,7 +339,7 @@ export class PodCache {
     return {
       pods: this.byUidMap.size,
       ips: this.ipOwner.size,
-      containers: this.containerOwner.size,
+      containers: this.containerClaims.size,
       evicted: this.evicted,
     };
   }
@@ -359,11 +443,14 @@ export class PodCache {
       this.unindex(old);
       old.pod = pod;
       this.index(old);
+      this.trackFinished(old);
       return;
     }
-    const entry: Entry = { pod, seq: this.seq++ };
+    const entry: Entry = { pod, seq: this.seq++, age: newLink(), done: newLink() };
     this.byUidMap.set(pod.uid, entry);
+    this.byAge.append(entry);
     this.index(entry);
+    this.trackFinished(entry);
     if (this.byUidMap.size > this.maxPods) this.evictOne(entry);
   }
 
@@ -371,11 +458,22 @@ export class PodCache {
     const e = this.byUidMap.get(uid);
     if (e === undefined) return;
     this.byUidMap.delete(uid);
+    this.byAge.remove(e);
+    this.finished.remove(e);
     this.unindex(e);
   }
 
+  private trackFinished(e: Entry): void {
+    if (TERMINAL_PHASES.has(e.pod.phase) || e.pod.terminating) this.finished.append(e);
+    else this.finished.remove(e);
+  }
+
   private index(e: Entry): void {
-    for (const id of e.pod.containerIds) this.containerOwner.set(id, e);
+    for (const id of e.pod.containerIds) {
+      const claims = this.containerClaims.get(id);
+      if (claims === undefined) this.containerClaims.set(id, [e]);
+      else claims.push(e);
+    }
     if (!claimsIps(e.pod)) return;
     for (const ip of e.pod.ips) {
       let claims = this.ipClaims.get(ip);
@@ -390,7 +488,11 @@ export class PodCache {
 
   private unindex(e: Entry): void {
     for (const id of e.pod.containerIds) {
-      if (this.containerOwner.get(id) === e) this.containerOwner.delete(id);
+      const claims = this.containerClaims.get(id);
+      if (claims === undefined) continue;
+      const i = claims.indexOf(e);
+      if (i >= 0) claims.splice(i, 1);
+      if (claims.length === 0) this.containerClaims.delete(id);
     }
     if (!claimsIps(e.pod)) return;
     for (const ip of e.pod.ips) {
@@ -417,15 +519,7 @@ export class PodCache {
   }
 
   private evictOne(keep: Entry): void {
-    let victim: Entry | undefined;
-    for (const e of this.byUidMap.values()) {
-      if (e === keep) continue;
-      if (TERMINAL_PHASES.has(e.pod.phase) || e.pod.terminating) {
-        victim = e;
-        break;
-      }
-      victim ??= e; // the oldest: Map iteration is first-insertion order
-    }
+    const victim = this.finished.first(keep) ?? this.byAge.first(keep);
     if (victim === undefined) return;
     this.drop(victim.pod.uid);
     this.evicted++;
