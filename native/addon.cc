@@ -206,8 +206,10 @@ private:
 	{
 		StatsSnapshot s;
 
-		bpf_->kernel_stats(s.kernel);
+		/* The consumer's counts first: read after the kernel's, events
+		 * delivered in between would make delivered + lost exceed audio. */
 		s.poller = poller_->stats();
+		bpf_->kernel_stats(s.kernel);
 		s.progs = bpf_->run_stats();
 		return s;
 	}
