@@ -96,6 +96,24 @@ const GRPC_CODE_NAMES = [
 ] as const;
 
 const REDACT_MIN_LENGTH = 4;
+/** Words of a header value redacted on their own: long enough not to be "Bearer" or "Basic". */
+const REDACT_MIN_WORD_LENGTH = 8;
+
+/**
+ * What to redact from collector messages: each header value, and each long word of it, since a
+ * backend may echo only the token of "authorization: Bearer <token>". Longest first, so a whole
+ * value goes before its words.
+ */
+function secretsOf(headers: Record<string, string>): string[] {
+  const out = new Set<string>();
+  for (const value of Object.values(headers)) {
+    if (value.length >= REDACT_MIN_LENGTH) out.add(value);
+    for (const word of value.split(/\s+/)) {
+      if (word.length >= REDACT_MIN_WORD_LENGTH) out.add(word);
+    }
+  }
+  return [...out].sort((a, b) => b.length - a.length);
+}
 
 function hasScheme(endpoint: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint);
@@ -176,6 +194,11 @@ function grpcCodeOf(err: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
+function isRetryable(err: unknown): boolean {
+  const code = grpcCodeOf(err);
+  return code !== undefined && RETRYABLE_GRPC_CODES.has(code);
+}
+
 /**
  * Counts failures and hands them to the handler at most once per interval, the first at once.
  * Messages are built here so that no header value can leak into a log line.
@@ -193,21 +216,22 @@ export class ExportFailureReporter {
     private readonly minIntervalMs: number,
     private readonly now: () => number = Date.now,
   ) {
-    this.secrets = Object.values(headers).filter((v) => v.length >= REDACT_MIN_LENGTH);
+    this.secrets = secretsOf(headers);
   }
 
   failures(): number {
     return this.count;
   }
 
-  record(err: unknown): void {
+  /** One export that failed for good, after `attempts` tries. */
+  record(err: unknown, attempts = 1): void {
     this.count++;
     const t = this.now();
     if (t - this.lastReportAt < this.minIntervalMs) {
       this.suppressed++;
       return;
     }
-    const report = this.describe(err);
+    const report = this.describe(err, attempts);
     this.lastReportAt = t;
     this.suppressed = 0;
     try {
@@ -223,47 +247,180 @@ export class ExportFailureReporter {
     return out;
   }
 
-  private describe(err: unknown): OtlpExportError {
+  private describe(err: unknown, attempts: number): OtlpExportError {
     const code = grpcCodeOf(err);
     const codeName = code === undefined ? '' : ` [${GRPC_CODE_NAMES[code] ?? code}]`;
     const detail = err instanceof Error ? err.message : String(err ?? 'unknown error');
+    const tries = attempts > 1 ? ` after ${attempts} attempts` : '';
     const message =
-      `OTLP metrics export to ${this.endpoint} failed${codeName}: ${this.redact(detail)} ` +
+      `OTLP metrics export to ${this.endpoint} failed${codeName}${tries}: ${this.redact(detail)} ` +
       `(failed exports so far: ${this.count}; not reported since the last report: ${this.suppressed})`;
     return new OtlpExportError(message, this.count, this.suppressed, code);
   }
 }
 
 /**
- * Passes everything through to the OTLP exporter, without the series `drop` rejects, and
- * reports every failed export.
+ * Retries of one export. The gRPC exporter (@opentelemetry/exporter-metrics-otlp-grpc 0.301) does
+ * not retry at all: its transport reports every gRPC error as final (only the OTLP/HTTP
+ * exporters wrap theirs in a RetryingTransport), so a collector restarting for two seconds cost a
+ * whole export interval (all of that interval's data with delta temporality).
+ *
+ * Retried here: the codes the OTLP specification calls retryable. RESOURCE_EXHAUSTED is retryable
+ * there only when the collector sends RetryInfo, which is not read here, so it is not retried:
+ * an overloaded collector is not pressed harder. The schedule is the upstream HTTP exporter's
+ * (at most 5 retries, delays x1.5 from 1 s, capped at 5 s, +-20 % jitter), within one budget: the
+ * export timeout, never past the reader's own timeout, so a retry never runs into the next
+ * periodic export. A short budget (a short export interval) scales the first delay down to a
+ * tenth of it, so that retries still fit.
+ */
+export const RETRYABLE_GRPC_CODES: ReadonlySet<number> = new Set([
+  1, // CANCELLED
+  4, // DEADLINE_EXCEEDED
+  10, // ABORTED
+  11, // OUT_OF_RANGE
+  14, // UNAVAILABLE
+  15, // DATA_LOSS
+]);
+export const RETRY_MAX = 5;
+const RETRY_INITIAL_MS = 1000;
+const RETRY_MAX_DELAY_MS = 5000;
+const RETRY_MULTIPLIER = 1.5;
+const RETRY_JITTER = 0.2;
+const RETRY_INITIAL_BUDGET_FRACTION = 0.1;
+
+/** Delay before retry number `retry` (0-based) within `budgetMs`, without jitter. */
+export function retryDelayMs(budgetMs: number, retry: number): number {
+  const initial = Math.min(RETRY_INITIAL_MS, budgetMs * RETRY_INITIAL_BUDGET_FRACTION);
+  return Math.min(initial * RETRY_MULTIPLIER ** retry, RETRY_MAX_DELAY_MS);
+}
+
+function jittered(ms: number): number {
+  return ms * (1 - RETRY_JITTER + Math.random() * 2 * RETRY_JITTER);
+}
+
+const GRPC_UNAVAILABLE = 14;
+/**
+ * At most one new channel per second: grpc-js's own first reconnect is 1 s away anyway, and each
+ * channel is garbage (an HTTP/2 session and its buffers) once replaced.
+ */
+const RENEW_MIN_INTERVAL_MS = 1000;
+
+/**
+ * Passes everything through to the OTLP exporter, without the series `drop` rejects, retries
+ * what is retryable (see RETRYABLE_GRPC_CODES) and reports every export that failed for good.
+ *
+ * After UNAVAILABLE the next attempt goes through a new exporter, hence a new gRPC channel. A
+ * grpc-js channel that failed to connect waits out its own reconnect backoff (1 s growing x1.6
+ * to 120 s) and meanwhile fails every call at once: retries on it were void, and a collector back
+ * after a minute's outage got its first push only ~25 s later (up to 2 min after longer ones).
+ * Renewed at most once per RENEW_MIN_INTERVAL_MS.
  */
 class FailureCountingExporter implements PushMetricExporter {
+  /** Exports waiting for a retry: shutdown() ends them at once. */
+  private readonly waiting = new Map<NodeJS.Timeout, () => void>();
+  private readonly chains = new Set<Promise<void>>();
+  private closed = false;
+  private inner: OTLPMetricExporter;
+  private renewChannel = false;
+  private renewedAt = Number.NEGATIVE_INFINITY;
+
   constructor(
-    private readonly inner: OTLPMetricExporter,
+    private readonly createInner: () => OTLPMetricExporter,
     private readonly reporter: ExportFailureReporter,
     private readonly drop: SeriesPredicate | undefined,
-  ) {}
+    private readonly retryBudgetMs: number,
+  ) {
+    this.inner = createInner();
+  }
+
+  /** The exporter for the next attempt: a new one (new channel) after UNAVAILABLE. */
+  private current(): OTLPMetricExporter {
+    const now = performance.now();
+    if (this.renewChannel && !this.closed && now - this.renewedAt >= RENEW_MIN_INTERVAL_MS) {
+      this.renewChannel = false;
+      this.renewedAt = now;
+      const old = this.inner;
+      this.inner = this.createInner();
+      // Exports still in flight on the old channel end by their deadline; then it closes.
+      old.shutdown().catch(() => undefined);
+    }
+    return this.inner;
+  }
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    let kept: ResourceMetrics;
     try {
-      const kept = this.drop === undefined ? metrics : filterResourceMetrics(metrics, this.drop);
-      this.inner.export(kept, (result) => {
-        if (result.code !== ExportResultCode.SUCCESS) this.reporter.record(result.error);
-        resultCallback(result);
+      kept = this.drop === undefined ? metrics : filterResourceMetrics(metrics, this.drop);
+    } catch (err) {
+      this.fail(err, 1, resultCallback);
+      return;
+    }
+    let settle: () => void = () => undefined;
+    const chain = new Promise<void>((resolve) => (settle = resolve));
+    this.chains.add(chain);
+    const done = (result: ExportResult): void => {
+      this.chains.delete(chain);
+      settle();
+      resultCallback(result);
+    };
+    this.attempt(kept, 0, performance.now(), done);
+  }
+
+  private attempt(
+    metrics: ResourceMetrics,
+    retry: number,
+    startedAt: number,
+    done: (result: ExportResult) => void,
+  ): void {
+    try {
+      this.current().export(metrics, (result) => {
+        if (result.code === ExportResultCode.SUCCESS) return done(result);
+        if (grpcCodeOf(result.error) === GRPC_UNAVAILABLE) this.renewChannel = true;
+        const delay = jittered(retryDelayMs(this.retryBudgetMs, retry));
+        const elapsed = performance.now() - startedAt;
+        if (
+          this.closed ||
+          retry >= RETRY_MAX ||
+          !isRetryable(result.error) ||
+          elapsed + delay >= this.retryBudgetMs
+        ) {
+          this.reporter.record(result.error, retry + 1);
+          return done(result);
+        }
+        const giveUp = (): void => {
+          this.reporter.record(result.error, retry + 1);
+          done(result);
+        };
+        const timer = setTimeout(() => {
+          this.waiting.delete(timer);
+          this.attempt(metrics, retry + 1, startedAt, done);
+        }, delay);
+        timer.unref();
+        this.waiting.set(timer, giveUp);
       });
     } catch (err) {
-      this.reporter.record(err);
-      const error = err instanceof Error ? err : new Error(String(err));
-      resultCallback({ code: ExportResultCode.FAILED, error });
+      this.fail(err, retry + 1, done);
     }
   }
 
-  forceFlush(): Promise<void> {
-    return this.inner.forceFlush();
+  private fail(err: unknown, attempts: number, done: (result: ExportResult) => void): void {
+    this.reporter.record(err, attempts);
+    const error = err instanceof Error ? err : new Error(String(err));
+    done({ code: ExportResultCode.FAILED, error });
+  }
+
+  async forceFlush(): Promise<void> {
+    await Promise.all([...this.chains]);
+    await this.inner.forceFlush();
   }
 
   shutdown(): Promise<void> {
+    this.closed = true;
+    for (const [timer, giveUp] of this.waiting) {
+      clearTimeout(timer);
+      giveUp();
+    }
+    this.waiting.clear();
     return this.inner.shutdown();
   }
 
@@ -298,27 +455,37 @@ export function createOtlpReader(
   const headers = lowerCaseKeys(opts.headers);
   validateOtlpHeaders(headers);
   const url = resolveEndpoint(opts);
-  const exporter = new OTLPMetricExporter({
-    url,
-    credentials: channelCredentials(url, opts),
-    metadata: metadataFrom(headers),
-    compression:
-      opts.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE,
-    timeoutMillis: opts.timeoutMs,
-    temporalityPreference: TEMPORALITY[opts.temporality],
-    aggregationPreference: aggregationSelector(opts.histogramAggregation),
-  });
+  // Read once (certificate files): a failure is a start-up error, and renewed channels reuse it.
+  const credentials = channelCredentials(url, opts);
+  const metadata = metadataFrom(headers);
+  const createExporter = (): OTLPMetricExporter =>
+    new OTLPMetricExporter({
+      url,
+      credentials,
+      metadata,
+      compression:
+        opts.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE,
+      timeoutMillis: opts.timeoutMs,
+      temporalityPreference: TEMPORALITY[opts.temporality],
+      aggregationPreference: aggregationSelector(opts.histogramAggregation),
+    });
   const reporter = new ExportFailureReporter(
     describeEndpoint(url),
     headers,
     onExportError,
     errorReportIntervalMs,
   );
+  // The reader throws when the timeout exceeds the interval: clamp instead.
+  const readerTimeoutMs = Math.min(opts.exportTimeoutMs, opts.exportIntervalMs);
   const reader = new PeriodicExportingMetricReader({
-    exporter: new FailureCountingExporter(exporter, reporter, dropSeries),
+    exporter: new FailureCountingExporter(
+      createExporter,
+      reporter,
+      dropSeries,
+      Math.min(opts.timeoutMs, readerTimeoutMs),
+    ),
     exportIntervalMillis: opts.exportIntervalMs,
-    // The reader throws when the timeout exceeds the interval: clamp instead.
-    exportTimeoutMillis: Math.min(opts.exportTimeoutMs, opts.exportIntervalMs),
+    exportTimeoutMillis: readerTimeoutMs,
   });
   return { reader, failures: () => reporter.failures() };
 }

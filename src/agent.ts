@@ -36,6 +36,23 @@ const EXPIRE_INTERVAL_MS = 1000;
 const ENDPOINTS_PER_FLOW = 2;
 const MIN_ENDPOINTS = 1024;
 
+/**
+ * SIGUSR1 makes Node start its inspector on 127.0.0.1:9229. The agent runs with hostNetwork and
+ * hostPID: that is the node's loopback, reachable by every process of the node, and whoever
+ * connects runs code with the agent's capabilities (CAP_BPF, CAP_NET_ADMIN). A listener of our
+ * own replaces Node's handler, so the signal is only logged. Once per process.
+ */
+let inspectorSignalRefused = false;
+
+function refuseInspectorSignal(log: Logger): void {
+  if (inspectorSignalRefused) return;
+  inspectorSignalRefused = true;
+  const refused = rateLimited(log, 'sigusr1', 60_000);
+  process.on('SIGUSR1', () => {
+    refused.warn('SIGUSR1 ignored: the Node.js inspector stays disabled in the agent');
+  });
+}
+
 export interface AgentOptions {
   config: AgentConfig;
   log: Logger;
@@ -66,6 +83,7 @@ export class Agent {
 
   /** Starts every stage; on failure, undoes what was started and rethrows. */
   static async start(opts: AgentOptions): Promise<Agent> {
+    refuseInspectorSignal(opts.log);
     const agent = new Agent(opts);
     try {
       await agent.startStages();

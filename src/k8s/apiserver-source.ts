@@ -240,7 +240,11 @@ export class ApiServerSource implements PodSource {
     ctx.setHeaderParam('Accept', 'application/json');
     const abort = new AbortController();
     this.controller = abort;
-    const timer = setTimeout(() => abort.abort(), this.listTimeoutMs);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+    }, this.listTimeoutMs);
     ctx.setSignal(abort.signal);
     let text: string;
     let status: number;
@@ -250,7 +254,9 @@ export class ApiServerSource implements PodSource {
       status = response.httpStatusCode;
       text = await response.body.text();
     } catch (err) {
-      throw new ApiServerError(`list pods: ${describeError(err)}`, undefined, { cause: err });
+      // "This operation was aborted" would not say that the API server never answered.
+      const what = timedOut ? `no complete answer in ${this.listTimeoutMs} ms` : describeError(err);
+      throw new ApiServerError(`list pods: ${what}`, undefined, { cause: err });
     } finally {
       clearTimeout(timer);
       if (this.controller === abort) this.controller = undefined;

@@ -42,7 +42,7 @@ export interface KubeletSourceOptions {
   insecure?: boolean;
   /** Delay between successful polls. Default 2000. */
   pollIntervalMs?: number;
-  /** Per request. Default 10000. */
+  /** Whole request (connect to last byte). Default 10000. */
   timeoutMs?: number;
   /** Larger responses are refused. Default 64 MiB. */
   maxBodyBytes?: number;
@@ -219,28 +219,41 @@ export class KubeletSource implements PodSource {
       const options = {
         method: 'GET',
         headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
-        timeout: this.timeoutMs,
         signal,
         ...(this.url.protocol === 'https:' ? { ca, rejectUnauthorized: !this.insecure } : {}),
       };
+      // One deadline for the whole exchange (connect, TLS, headers, body). A socket idle
+      // timeout bounds none of it: a kubelet trickling bytes never goes idle, and Node arms
+      // the request's idle timeout only after the TLS handshake, so a kubelet that accepts
+      // and never completes it held a request twice as long as asked.
+      const deadline = setTimeout(() => {
+        req.destroy(new KubeletError(`kubelet /pods: no complete answer in ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      deadline.unref();
+      const settle = (): void => clearTimeout(deadline);
       const onResponse = (res: IncomingMessage): void => {
         readBody(res, this.maxBodyBytes).then((body) => {
+          settle();
           const status = res.statusCode ?? 0;
           if (status === 200) resolve(body);
           else
             reject(new KubeletError(`kubelet /pods: HTTP ${status}${statusMessage(body)}`, status));
-        }, reject);
+        }, fail);
+      };
+      const fail = (err: unknown): void => {
+        settle();
+        // Our own errors (deadline, body too large) already say what happened.
+        if (err instanceof KubeletError) reject(err);
+        else
+          reject(
+            new KubeletError(`kubelet /pods: ${describeError(err)}`, undefined, { cause: err }),
+          );
       };
       const req =
         this.url.protocol === 'https:'
           ? httpsRequest(this.url, options, onResponse)
           : httpRequest(this.url, options, onResponse);
-      req.on('timeout', () =>
-        req.destroy(new KubeletError(`kubelet /pods: no answer in ${this.timeoutMs} ms`)),
-      );
-      req.on('error', (err) =>
-        reject(new KubeletError(`kubelet /pods: ${describeError(err)}`, undefined, { cause: err })),
-      );
+      req.on('error', fail);
       req.end();
     });
   }

@@ -304,6 +304,12 @@ function statusBody(code: number, reason: string, message: string): string {
   });
 }
 
+function forcedMessage(code: number): string {
+  return code === 403
+    ? 'pods is forbidden: User "system:serviceaccount:test:agent" cannot list resource "pods"'
+    : `fake server answers ${code}`;
+}
+
 function writeEvent(res: ServerResponse, event: { type: string; object: unknown }): void {
   res.write(JSON.stringify(event) + '\n');
 }
@@ -319,6 +325,12 @@ export interface RequestRecord {
 
 abstract class FakeHttpsServer {
   token: string;
+  /**
+   * When set, every authenticated request is answered with this HTTP status and a Status body
+   * (403: the token is valid but not allowed; 500, 503...). Open watches are not touched:
+   * end them with FakeCluster.endWatches() so the client asks again.
+   */
+  forceStatus: number | undefined = undefined;
   readonly requests: RequestRecord[] = [];
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -375,6 +387,13 @@ abstract class FakeHttpsServer {
       record(401);
       res.writeHead(401, { 'Content-Type': 'application/json' });
       res.end(statusBody(401, 'Unauthorized', 'Unauthorized'));
+      return;
+    }
+    if (this.forceStatus !== undefined) {
+      const code = this.forceStatus;
+      record(code);
+      res.writeHead(code, { 'Content-Type': 'application/json' });
+      res.end(statusBody(code, code === 403 ? 'Forbidden' : 'Failure', forcedMessage(code)));
       return;
     }
     this.route(url, res, record);

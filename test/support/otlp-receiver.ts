@@ -12,6 +12,7 @@
  * It is CommonJS and its root.d.ts declares only a `Root`, hence createRequire and the small
  * structural types below for the part this file touches.
  */
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { createServer, connect, type Server as NetServer, type Socket } from 'node:net';
 import {
@@ -116,8 +117,25 @@ export interface ReceivedExport {
   messageBytes: number;
 }
 
-/** ok = accept; unavailable = answer UNAVAILABLE; hang = never answer (deadline test). */
-export type ReceiverMode = 'ok' | 'unavailable' | 'hang';
+/**
+ * ok = accept; unavailable / resource_exhausted / internal / unauthenticated = answer that gRPC
+ * status; hang = never answer (deadline test); slow = accept, but answer after `slowMs`.
+ */
+export type ReceiverMode =
+  | 'ok'
+  | 'unavailable'
+  | 'resource_exhausted'
+  | 'internal'
+  | 'unauthenticated'
+  | 'hang'
+  | 'slow';
+
+const FAILING_MODES: Partial<Record<ReceiverMode, status>> = {
+  unavailable: status.UNAVAILABLE,
+  resource_exhausted: status.RESOURCE_EXHAUSTED,
+  internal: status.INTERNAL,
+  unauthenticated: status.UNAUTHENTICATED,
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -224,7 +242,21 @@ export class OtlpReceiver {
   readonly exports: ReceivedExport[] = [];
   /** Requests seen in any mode, accepted or not. */
   attempts = 0;
+  /** Date.now() of every request, in any mode (retry timing). */
+  readonly attemptTimes: number[] = [];
+  /** SHA-1 of every request's bytes, in any mode: a retry repeats its export's digest. */
+  readonly attemptDigests: string[] = [];
+  /** Metadata of every request, in any mode, keys lower-case. */
+  readonly attemptMetadata: Record<string, string>[] = [];
   mode: ReceiverMode = 'ok';
+  /**
+   * Failing modes repeat the request's metadata in their error details, whole and word by word
+   * ("invalid token abc" for "authorization: Bearer abc"), as chatty backends do.
+   */
+  echoMetadata = false;
+  /** Delay of the answer in `slow` mode. */
+  slowMs = 0;
+  private slowTimers = new Set<NodeJS.Timeout>();
   private waiters: Waiter[] = [];
   private hung: Array<sendUnaryData<Buffer>> = [];
   private bytesFromClients = 0;
@@ -275,14 +307,35 @@ export class OtlpReceiver {
 
   handleExport(call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>): void {
     this.attempts++;
-    if (this.mode === 'unavailable') {
-      callback({ code: status.UNAVAILABLE, details: 'test collector refuses exports' });
+    this.attemptTimes.push(Date.now());
+    this.attemptDigests.push(createHash('sha1').update(call.request).digest('hex'));
+    this.attemptMetadata.push(metadataRecord(call));
+    const failing = FAILING_MODES[this.mode];
+    if (failing !== undefined) {
+      const md = metadataRecord(call);
+      const words = Object.values(md).flatMap((v) => v.split(' '));
+      const echo = this.echoMetadata
+        ? ` for ${JSON.stringify(md)}, words ${words.reverse().join(', ')}`
+        : '';
+      callback({ code: failing, details: `test collector answers ${status[failing]}${echo}` });
       return;
     }
     if (this.mode === 'hang') {
       this.hung.push(callback);
       return;
     }
+    if (this.mode === 'slow') {
+      const timer = setTimeout(() => {
+        this.slowTimers.delete(timer);
+        this.accept(call, callback);
+      }, this.slowMs);
+      this.slowTimers.add(timer);
+      return;
+    }
+    this.accept(call, callback);
+  }
+
+  private accept(call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>): void {
     let request: ExportMetricsServiceRequest;
     try {
       request = decodeExportRequest(call.request);
@@ -310,6 +363,8 @@ export class OtlpReceiver {
   async close(): Promise<void> {
     for (const cb of this.hung) cb({ code: status.UNAVAILABLE, details: 'receiver closing' });
     this.hung = [];
+    for (const t of this.slowTimers) clearTimeout(t);
+    this.slowTimers.clear();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.front.close(() => resolve()));
     this.grpcServer.forceShutdown();
