@@ -49,6 +49,8 @@ export interface ApiServerSourceOptions {
   loadConfig?: () => KubeConfig;
   /** Timeout of one list request. Default 30000. */
   listTimeoutMs?: number;
+  /** Larger list responses are refused, as the kubelet source does. Default 64 MiB. */
+  maxBodyBytes?: number;
   /** Server-side watch timeout asked for (timeoutSeconds). Default 300. */
   watchTimeoutSeconds?: number;
   backoff?: BackoffOptions;
@@ -113,6 +115,7 @@ export class ApiServerSource implements PodSource {
   private readonly fieldSelector: string;
   private readonly loadConfig: () => KubeConfig;
   private readonly listTimeoutMs: number;
+  private readonly maxBodyBytes: number;
   private readonly watchTimeoutSeconds: number;
   private readonly backoff: Backoff;
   private readonly log: Logger;
@@ -131,6 +134,7 @@ export class ApiServerSource implements PodSource {
     this.fieldSelector = `spec.nodeName=${options.nodeName}`;
     this.loadConfig = options.loadConfig ?? (() => loadKubeConfig(process.env));
     this.listTimeoutMs = options.listTimeoutMs ?? 30_000;
+    this.maxBodyBytes = options.maxBodyBytes ?? 64 << 20;
     this.watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
     this.backoff = new Backoff(options.backoff);
     this.log = options.log.child({ component: 'apiserver-source' });
@@ -182,6 +186,9 @@ export class ApiServerSource implements PodSource {
         }
       } catch (err) {
         if (this.stopped) break;
+        // Any failed watch lists again, as client-go's reflector does: resuming from the same
+        // resourceVersion can fail for ever (a value the server refuses: a 400 loop).
+        this.resourceVersion = '';
         const status = httpStatusOf(err);
         if (status === 401 || status === 403) kc = undefined; // re-read the token next time
         const delay = this.backoff.next();
@@ -252,7 +259,7 @@ export class ApiServerSource implements PodSource {
       await kc.applySecurityAuthentication(ctx);
       const response = await this.http.send(ctx).toPromise();
       status = response.httpStatusCode;
-      text = await response.body.text();
+      text = await readBounded(response.body.stream(), this.maxBodyBytes);
     } catch (err) {
       // "This operation was aborted" would not say that the API server never answered.
       const what = timedOut ? `no complete answer in ${this.listTimeoutMs} ms` : describeError(err);
@@ -322,11 +329,13 @@ export class ApiServerSource implements PodSource {
     // client-node swallows exceptions thrown here; catch them to log them.
     try {
       if (type === 'ERROR') {
-        const code = (obj as { code?: unknown } | null)?.code;
+        const { code, message } = (obj ?? {}) as { code?: unknown; message?: unknown };
+        // The Status message read directly: re-serialising a hostile object can throw.
+        const why = typeof message === 'string' ? `: ${message.slice(0, 200)}` : '';
         if (code === 410) state.expired = true;
         else
           state.err = new ApiServerError(
-            `watch pods: ERROR event${statusMessage(JSON.stringify(obj))}`,
+            `watch pods: ERROR event${why}`,
             typeof code === 'number' ? code : undefined,
           );
         return;
@@ -350,7 +359,10 @@ export class ApiServerSource implements PodSource {
       }
       if (rv !== '') this.resourceVersion = rv;
     } catch (err) {
-      this.log.error('pod watch event handling failed', { type, err });
+      rateLimited(this.log, 'apiserver-event', 60_000).error('pod watch event handling failed', {
+        type: String(type).slice(0, 32),
+        err,
+      });
     }
   }
 
@@ -379,6 +391,24 @@ export class ApiServerSource implements PodSource {
       },
     );
   }
+}
+
+/** The body as text (a BOM dropped, as Response.text() does), refused past `maxBytes`. */
+async function readBounded(
+  stream: ReadableStream<Uint8Array> | null,
+  maxBytes: number,
+): Promise<string> {
+  if (stream === null) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  // Leaving the loop early (the throw) cancels the stream, which closes the connection.
+  for await (const chunk of stream) {
+    size += chunk.byteLength;
+    if (size > maxBytes)
+      throw new ApiServerError(`list pods: response larger than ${maxBytes} bytes`);
+    chunks.push(chunk);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
 }
 
 function resourceVersionOf(obj: unknown): string {
