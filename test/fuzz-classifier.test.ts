@@ -50,15 +50,14 @@ import {
 } from './support/classifier-model.js';
 import {
   BaseFactory,
-  fuzzSeed,
   garbage,
   MIN_FRAME,
   mutate,
-  Prng,
   TEST_RUN_MAX_FRAME,
   testRunRefuses,
   type BasePacket,
 } from './support/packet-mutator.js';
+import { FuzzRng, fuzzSettings } from './support/fuzz-random.js';
 import {
   audioBytes,
   buildTcpPacket,
@@ -80,20 +79,10 @@ const DRAIN_TIMEOUT_MS = 10_000;
 /** Failures listed in one report. */
 const MAX_REPORTED = 5;
 
-const SEED = fuzzSeed();
-const ITERATIONS = iterations();
+const { seed: SEED, iterations: ITERATIONS } = fuzzSettings('fuzz-classifier', DEFAULT_ITERATIONS);
 const PROGRAMS: readonly TestProgram[] = ['ingress', 'egress'];
 
-function iterations(): number {
-  const raw = process.env.FUZZ_ITERATIONS;
-  if (raw === undefined || raw === '') return DEFAULT_ITERATIONS;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`FUZZ_ITERATIONS: got ${raw}`);
-  return n;
-}
-
 const seedText = `FUZZ_SEED=0x${SEED.toString(16).padStart(8, '0')}`;
-console.log(`fuzz-classifier: ${seedText} FUZZ_ITERATIONS=${ITERATIONS}`);
 
 function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
@@ -440,7 +429,7 @@ test('the classifier passes the verifier at every configuration the agent can gi
 test('every truncation of every base packet, through both programs', async (t) => {
   if (!requireRoot(t)) return;
   const h = harness('all');
-  const rng = new Prng(SEED);
+  const rng = new FuzzRng(SEED);
   const bases = new BaseFactory(rng, { audioPorts: AUDIO_PORTS }).catalogue();
   for (const base of bases) {
     for (let len = MIN_FRAME; len <= base.bytes.length; len++) {
@@ -466,7 +455,7 @@ test('every truncation of every base packet, through both programs', async (t) =
 test(`${ITERATIONS} random and mutated packets, through both programs`, async (t) => {
   if (!requireRoot(t)) return;
   const hs = [harness('list'), harness('all')];
-  const rng = new Prng(SEED ^ 0x5a5a5a5a);
+  const rng = new FuzzRng(SEED ^ 0x5a5a5a5a);
   const opts = { audioPorts: AUDIO_PORTS };
   const factory = new BaseFactory(rng, opts);
   const catalogue = factory.catalogue();

@@ -44,13 +44,12 @@ import {
 } from './support/fake-k8s.js';
 import {
   deepJsonText,
-  fuzzSettings,
   megabyte,
   PodMutator,
-  Prng,
   sentinelIp,
   type WatchEvent,
 } from './support/pod-mutator.js';
+import { FuzzRng, fuzzSettings } from './support/fuzz-random.js';
 
 const NODE = 'node-a';
 const TOKEN = 'fuzz-token';
@@ -218,7 +217,7 @@ const GARBAGE_UIDS = ['', '__proto__', 'constructor', 'toString', 'x'.repeat(100
 interface StreamOptions {
   readonly cache: PodCache;
   readonly mutator: PodMutator;
-  readonly rng: Prng;
+  readonly rng: FuzzRng;
   readonly iterations: number;
   /** Always part of a full list (a kubelet or API server list has every pod of the node). */
   readonly listed: readonly PodIdentity[];
@@ -265,7 +264,7 @@ function runStream(o: StreamOptions): { events: number; lists: number; rejected:
 test('(a) parsePod: mutated pods never throw; what is accepted is well-formed', (t) => {
   const { seed, iterations } = fuzzSettings('fuzz-k8s parsePod', 4000);
   t.diagnostic(`FUZZ_SEED=${seed} FUZZ_ITERATIONS=${iterations}`);
-  const rng = new Prng(seed);
+  const rng = new FuzzRng(seed);
   const mutator = new PodMutator(rng, { node: NODE });
   let accepted = 0;
   let slowest = 0;
@@ -340,7 +339,7 @@ test('(a) parsePodList: anything that is not a list throws one clear error, neve
 test('(a) PodCache with known-good pods: events and lists never corrupt it', (t) => {
   const { seed, iterations } = fuzzSettings('fuzz-k8s cache', 2000);
   t.diagnostic(`FUZZ_SEED=${seed} FUZZ_ITERATIONS=${iterations}`);
-  const rng = new Prng(seed);
+  const rng = new FuzzRng(seed);
   const mutator = new PodMutator(rng, { node: NODE });
   const maxPods = loadConfig({}).k8s.podCacheSize;
   const cache = new PodCache({ maxPods });
@@ -378,7 +377,7 @@ test('(a) PodCache with known-good pods: events and lists never corrupt it', (t)
 test('(a) PodCache at K8S_POD_CACHE_SIZE=16: bounded under pressure, newest pods kept', (t) => {
   const { seed, iterations } = fuzzSettings('fuzz-k8s small cache', 2000);
   t.diagnostic(`FUZZ_SEED=${seed} FUZZ_ITERATIONS=${iterations}`);
-  const rng = new Prng(seed);
+  const rng = new FuzzRng(seed);
   const mutator = new PodMutator(rng, { node: NODE });
   const maxPods = loadConfig({ K8S_POD_CACHE_SIZE: '16' }).k8s.podCacheSize;
   assert.equal(maxPods, 16);
@@ -635,7 +634,7 @@ test('(b) kubelet: mutated lists, garbage bodies and a 50 MB body; it keeps runn
   const { seed, iterations } = fuzzSettings('fuzz-k8s kubelet', 480);
   const rounds = Math.ceil(iterations / 40);
   t.diagnostic(`FUZZ_SEED=${seed} FUZZ_ITERATIONS=${iterations} (${rounds} lists)`);
-  const rng = new Prng(seed);
+  const rng = new FuzzRng(seed);
   const mutator = new PodMutator(rng, { node: NODE });
   const r = await rig(t);
   const good = sentinels(20, 0);
@@ -705,7 +704,7 @@ test('(b) kubelet: a 50 MB list under the default 64 MiB guard is read whole', a
 test('(b) API server: mutated list, then a watch with garbage interleaved', async (t) => {
   const { seed, iterations } = fuzzSettings('fuzz-k8s watch', 1000);
   t.diagnostic(`FUZZ_SEED=${seed} FUZZ_ITERATIONS=${iterations} (watch lines)`);
-  const rng = new Prng(seed);
+  const rng = new FuzzRng(seed);
   const mutator = new PodMutator(rng, { node: NODE });
   const r = await rig(t);
   const good = sentinels(20, 0);
@@ -749,7 +748,7 @@ test('(b) API server: mutated list, then a watch with garbage interleaved', asyn
 
 test('(b) API server: list bodies that are not a PodList; the last good pods are kept', async (t) => {
   const { seed } = fuzzSettings('fuzz-k8s list bodies', 1);
-  const mutator = new PodMutator(new Prng(seed), { node: NODE });
+  const mutator = new PodMutator(new FuzzRng(seed), { node: NODE });
   const r = await rig(t);
   const good = sentinels(10, 0);
   for (const p of good) r.cluster.add(p);

@@ -39,36 +39,20 @@ import type { SignatureAlgorithm } from '../src/signature/index.js';
 import {
   AudioEventMutator,
   ReferenceEngine,
-  Rng,
   type ReferenceEngineConfig,
 } from './support/event-mutator.js';
+import { FuzzRng, fuzzSettings } from './support/fuzz-random.js';
 import { concat } from './support/tcp-streams.js';
 
 const DEFAULT_ITERATIONS = 2000;
 /** Scenarios of mutated records replayed per configuration in the parity check. */
 const PARITY_SCENARIOS = 500;
 
-const SEED = seedFromEnv();
-const ITERATIONS = iterationsFromEnv();
-const REPLAY = `FUZZ_SEED=0x${SEED.toString(16).padStart(8, '0')} FUZZ_ITERATIONS=${ITERATIONS}`;
-console.log(`fuzz-native-engine: ${REPLAY}`);
-
-function seedFromEnv(): number {
-  const raw = process.env.FUZZ_SEED;
-  if (raw === undefined || raw === '') return (Date.now() ^ (process.pid << 16)) >>> 0;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff)
-    throw new RangeError(`FUZZ_SEED: got ${raw}`);
-  return n;
-}
-
-function iterationsFromEnv(): number {
-  const raw = process.env.FUZZ_ITERATIONS;
-  if (raw === undefined || raw === '') return DEFAULT_ITERATIONS;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`FUZZ_ITERATIONS: got ${raw}`);
-  return n;
-}
+const {
+  seed: SEED,
+  iterations: ITERATIONS,
+  replay: REPLAY,
+} = fuzzSettings('fuzz-native-engine', DEFAULT_ITERATIONS);
 
 const NATIVE = new URL('../../native/', import.meta.url).pathname;
 /** Build products go under dist/ (the machine's /tmp is shared with other work). */
@@ -315,7 +299,7 @@ describe('fuzz: the C++ signature engine under ASan and UBSan', () => {
     it(`signs mutated records exactly as the TypeScript reference (${label})`, (t) => {
       if (!requireCompiler(t, cc)) return;
       const b = binary as FuzzBinary;
-      const rng = new Rng(SEED ^ cfg.windowSize);
+      const rng = new FuzzRng(SEED ^ cfg.windowSize);
       // Timestamps below 2^53: the reference's are numbers.
       const mutator = new AudioEventMutator(rng, { maxTimestampNs: (1n << 53n) - 1n });
       const events: Uint8Array[] = [];

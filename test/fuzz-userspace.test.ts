@@ -50,39 +50,23 @@ import { encodePcmu, encodeRawLe16, speechLike, chunk } from './support/audio-fi
 import {
   AudioEventMutator,
   ReferenceEngine,
-  Rng,
   SigRecordMutator,
   writeAudioEvent,
   type AudioEventHeader,
   type ReferenceEngineConfig,
   type ReferenceRecord,
 } from './support/event-mutator.js';
+import { FuzzRng, fuzzSettings } from './support/fuzz-random.js';
 import { concat, tcpEvents, WS_UPGRADE_REQUEST, wsFrame } from './support/tcp-streams.js';
 
 const DEFAULT_ITERATIONS = 3000;
 const FLOOD_PER_ITERATION = 300;
 
-const SEED = seedFromEnv();
-const ITERATIONS = iterationsFromEnv();
-const REPLAY = `FUZZ_SEED=0x${SEED.toString(16).padStart(8, '0')} FUZZ_ITERATIONS=${ITERATIONS}`;
-console.log(`fuzz-userspace: ${REPLAY}`);
-
-function seedFromEnv(): number {
-  const raw = process.env.FUZZ_SEED;
-  if (raw === undefined || raw === '') return (Date.now() ^ (process.pid << 16)) >>> 0;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff)
-    throw new RangeError(`FUZZ_SEED: got ${raw}`);
-  return n;
-}
-
-function iterationsFromEnv(): number {
-  const raw = process.env.FUZZ_ITERATIONS;
-  if (raw === undefined || raw === '') return DEFAULT_ITERATIONS;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`FUZZ_ITERATIONS: got ${raw}`);
-  return n;
-}
+const {
+  seed: SEED,
+  iterations: ITERATIONS,
+  replay: REPLAY,
+} = fuzzSettings('fuzz-userspace', DEFAULT_ITERATIONS);
 
 /** Runs fn; a failure names the seed and where, so it can be replayed. */
 function replayable(where: () => string, fn: () => void): void {
@@ -272,7 +256,7 @@ class Pipeline {
 }
 
 /** Records of distinct random flows, written straight into the batch (writeSigRecord is slow). */
-function floodBatch(rng: Rng, count: number, nowNs: number): Uint8Array {
+function floodBatch(rng: FuzzRng, count: number, nowNs: number): Uint8Array {
   const buf = new Uint8Array(count * SIG_RECORD_SIZE);
   const v = new DataView(buf.buffer);
   for (let i = 0; i < count; i++) {
@@ -389,7 +373,7 @@ function assertCleanTrafficDrains(p: Pipeline, clean: SigRecordMutator): void {
 
 describe('fuzz: sig_record batches through decoder, correlator and hop recorder', () => {
   it('survives garbage and floods within every bound, and still correlates exactly', async () => {
-    const rng = new Rng(SEED);
+    const rng = new FuzzRng(SEED);
     const p = new Pipeline();
     const pods = ['10.1.0.1', '10.1.0.2', '10.1.0.3', '10.1.0.4', '10.1.0.5'];
     const v6pods = ['fd00::1', 'fd00::2', 'fd00::3'];
@@ -500,7 +484,7 @@ describe('fuzz: sig_record batches through decoder, correlator and hop recorder'
 
   it('rejects a batch shorter than its count, or a bad count, and carries on', () => {
     const p = new Pipeline();
-    const rng = new Rng(SEED ^ 0x5eed);
+    const rng = new FuzzRng(SEED ^ 0x5eed);
     const m = new SigRecordMutator(rng, { pods: ['10.1.0.1', '10.1.0.2'], hostPodCgroups: [] });
     const records = m.batch(4, p.nowNs);
     for (const count of [5, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
@@ -574,7 +558,7 @@ const text = (r: ReferenceRecord): string => `${r.sig.toString(16)} enc=${r.enco
 
 describe('fuzz: raw audio_event records through the TypeScript reference engine', () => {
   it('never throws, keeps the stream table bounded, and no event signs more than it carries', () => {
-    const rng = new Rng(SEED ^ 0x0ddba11);
+    const rng = new FuzzRng(SEED ^ 0x0ddba11);
     const engine = new ReferenceEngine(SIGNER);
     const mutator = new AudioEventMutator(rng);
     let scenario = 0;
@@ -617,7 +601,7 @@ describe('fuzz: raw audio_event records through the TypeScript reference engine'
   });
 
   it('signs a clean stream after garbage on its key as a fresh engine does', () => {
-    const rng = new Rng(SEED ^ 0xc1ea4);
+    const rng = new FuzzRng(SEED ^ 0xc1ea4);
     const speech = speechLike({ seconds: 8, seed: 77 });
     const tcpKey = keyHeader(6, 42001);
     const udpKey = keyHeader(17, 42002);

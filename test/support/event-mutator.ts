@@ -25,58 +25,10 @@ import { IPPROTO_TCP, StreamSigner } from '../../src/signature/index.js';
 import type { SignerConfig, SignerStats } from '../../src/signature/index.js';
 import { writeSigRecord } from '../../src/signature-batch.js';
 import type { SigRecordFields } from '../../src/signature-batch.js';
-import { createRng } from './audio-fixtures.js';
+import type { FuzzRng } from './fuzz-random.js';
 import { chunkedBody, concat, mediaStream, sseStream, te, wsFrame } from './tcp-streams.js';
 
 const U64_MAX = (1n << 64n) - 1n;
-
-/** A seeded PRNG with the draws the mutators need (mulberry32 underneath). */
-export class Rng {
-  private readonly next: () => number;
-
-  constructor(readonly seed: number) {
-    this.next = createRng(seed);
-  }
-
-  float(): number {
-    return this.next();
-  }
-
-  /** 0 .. n-1 */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)];
-  }
-
-  u8(): number {
-    return this.int(256);
-  }
-
-  u16(): number {
-    return this.int(65536);
-  }
-
-  u32(): number {
-    return this.int(4294967296);
-  }
-
-  u64(): bigint {
-    return (BigInt(this.u32()) << 32n) | BigInt(this.u32());
-  }
-
-  bytes(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.u8();
-    return out;
-  }
-}
 
 /** The header fields of struct audio_event (bpf/audio_event.h). */
 export interface AudioEventHeader {
@@ -177,7 +129,7 @@ export class AudioEventMutator {
   private clock: bigint;
 
   constructor(
-    private readonly rng: Rng,
+    private readonly rng: FuzzRng,
     options: AudioEventMutatorOptions = {},
   ) {
     this.maxTs = options.maxTimestampNs ?? U64_MAX;
@@ -591,7 +543,7 @@ export class SigRecordMutator {
   private readonly corruptShare: number;
 
   constructor(
-    private readonly rng: Rng,
+    private readonly rng: FuzzRng,
     private readonly options: SigRecordMutatorOptions,
   ) {
     this.corruptShare = options.corruptShare ?? 0.5;

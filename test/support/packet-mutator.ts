@@ -1,9 +1,7 @@
 /**
- * Packets for fuzzing the classifier: a seeded PRNG, valid base packets of every shape the
+ * Packets for fuzzing the classifier: valid base packets of every shape the
  * classifier parses, and mutations that break them the ways a hostile or broken peer would.
  *
- *   fuzzSeed(): number                          FUZZ_SEED (decimal or 0x hex) or a random one
- *   new Prng(seed)                              xoshiro128**: next(), int(n), chance(p), pick(xs)
  *   new BaseFactory(rng, opts).catalogue()      one base packet of each kind (small frames)
  *   new BaseFactory(rng, opts).random()         a random valid base packet
  *   mutate(rng, base, opts): Mutated            1..4 mutations of a base packet
@@ -15,9 +13,9 @@
  * BPF_PROG_TEST_RUN takes. Each carries the offsets of its header fields, so mutations can aim
  * at lengths, header counts and flags rather than only at random bytes.
  *
- * Everything is drawn from the one Prng: a seed replays the same packets.
+ * Everything is drawn from one FuzzRng (./fuzz-random.ts): a seed replays the same packets.
  */
-import { randomBytes } from 'node:crypto';
+import type { FuzzRng } from './fuzz-random.js';
 import {
   audioBytes,
   buildTcpPacket,
@@ -46,77 +44,6 @@ export function testRunRefuses(frame: Uint8Array): boolean {
   if (ethertype === 0x0800) return frame.length < MIN_FRAME + 20;
   if (ethertype === 0x86dd) return frame.length < MIN_FRAME + 40;
   return false;
-}
-
-/** The seed of this run: FUZZ_SEED when set (decimal or 0x-prefixed hex), else random. */
-export function fuzzSeed(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.FUZZ_SEED;
-  if (raw === undefined || raw === '') return randomBytes(4).readUInt32LE(0);
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-    throw new RangeError(`FUZZ_SEED: expected an integer 0..0xffffffff, got ${raw}`);
-  }
-  return v;
-}
-
-/** xoshiro128** (Blackman, Vigna): 32-bit state words, seeded through splitmix32. */
-export class Prng {
-  private readonly s = new Uint32Array(4);
-
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    for (let i = 0; i < 4; i++) {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
-    }
-    if (this.s.every((w) => w === 0)) this.s[0] = 1;
-  }
-
-  /** A uniform u32. */
-  next(): number {
-    const s = this.s;
-    const r = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
-    const t = (s[1] << 9) >>> 0;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return r;
-  }
-
-  /** 0 <= int(n) < n, for n up to 2^32. */
-  int(n: number): number {
-    return Math.floor((this.next() / 0x100000000) * n);
-  }
-
-  /** lo <= range(lo, hi) <= hi. */
-  range(lo: number, hi: number): number {
-    return lo + this.int(hi - lo + 1);
-  }
-
-  chance(p: number): boolean {
-    return this.next() / 0x100000000 < p;
-  }
-
-  pick<T>(xs: readonly T[]): T {
-    if (xs.length === 0) throw new RangeError('pick from an empty list');
-    return xs[this.int(xs.length)];
-  }
-
-  bytes(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.next() & 0xff;
-    return out;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
 /** A header field of a base packet, for aimed mutations. */
@@ -167,7 +94,7 @@ const text = (s: string): Uint8Array => new TextEncoder().encode(s);
  * A WebSocket frame (RFC 6455 5.2) as it opens a TCP payload: FIN + binary, the 7-bit length or
  * its 16- or 64-bit extension (the 64-bit one claims up to 2^64 - 1 bytes), an optional mask.
  */
-export function webSocketFrame(rng: Prng, payload: Uint8Array, claimed?: bigint): Uint8Array {
+export function webSocketFrame(rng: FuzzRng, payload: Uint8Array, claimed?: bigint): Uint8Array {
   const len = claimed ?? BigInt(payload.length);
   const masked = rng.chance(0.5);
   const head: number[] = [0x82];
@@ -204,7 +131,7 @@ export class BaseFactory {
   private readonly tcpNext = new Map<number, number>();
 
   constructor(
-    private readonly rng: Prng,
+    private readonly rng: FuzzRng,
     private readonly opts: FuzzPacketOptions,
   ) {
     this.maxFrame = opts.maxFrame ?? TEST_RUN_MAX_FRAME;
@@ -315,17 +242,17 @@ export class BaseFactory {
       const rtpBytes = rtp ? 12 + (rtp.csrcs?.length ?? 0) * 4 + this.extBytes(rtp) : 0;
       const max = Math.max(0, payloadRoom - rtpBytes - (rtp?.padding ?? 0));
       const len = this.payloadLength(max);
-      const payload = rtp ? audioBytes(len, r.next()) : this.rawPcm(len, r.chance(0.3));
+      const payload = rtp ? audioBytes(len, r.u32()) : this.rawPcm(len, r.chance(0.3));
       const frag = r.chance(0.1)
         ? { moreFragments: true, udpLength: 8 + rtpBytes + len + r.range(0, 2000) }
         : {};
       return this.udp(`random UDP${rtp ? ' RTP' : ''}`, { ...l2l3, ...frag, rtp, payload });
     }
     if (kind === 6) {
-      const ssrc = r.chance(0.7) ? this.ssrcOf(SPORT_BASE) : r.next();
+      const ssrc = r.chance(0.7) ? this.ssrcOf(SPORT_BASE) : r.u32();
       return this.udp('random RTCP', {
         ...l2l3,
-        payload: rtcpPayload({ packetType: r.range(200, 204), ssrc, words: [r.next(), r.next()] }),
+        payload: rtcpPayload({ packetType: r.range(200, 204), ssrc, words: [r.u32(), r.u32()] }),
       });
     }
     const room = this.room(l2l3, 20 + 12); // header and the timestamp option
@@ -337,7 +264,7 @@ export class BaseFactory {
   }
 
   private rawPcm(length: number, rtpLooking = false): Uint8Array {
-    const b = audioBytes(length, this.rng.next());
+    const b = audioBytes(length, this.rng.u32());
     // Raw PCM starting 0b10xxxxxx is RTP-looking: a quarter of real raw packets are.
     if (length > 0) b[0] = rtpLooking ? 0x80 | (b[0] & 0x3f) : b[0] & 0x3f;
     return b;
@@ -370,11 +297,11 @@ export class BaseFactory {
       payloadType: r.pick(RTP_PAYLOAD_TYPES),
       marker: r.chance(0.1),
       seq: r.int(65536),
-      timestamp: r.next(),
-      ssrc: r.chance(0.8) ? this.ssrcOf(SPORT_BASE) : r.next(),
-      csrcs: r.chance(0.3) ? Array.from({ length: r.range(1, 15) }, () => r.next()) : [],
+      timestamp: r.u32(),
+      ssrc: r.chance(0.8) ? this.ssrcOf(SPORT_BASE) : r.u32(),
+      csrcs: r.chance(0.3) ? Array.from({ length: r.range(1, 15) }, () => r.u32()) : [],
       extension: r.chance(0.3)
-        ? { profile: 0xbede, words: Array.from({ length: r.range(0, 6) }, () => r.next()) }
+        ? { profile: 0xbede, words: Array.from({ length: r.range(0, 6) }, () => r.u32()) }
         : undefined,
       padding: r.chance(0.2) ? r.range(1, 32) : undefined,
     };
@@ -439,7 +366,7 @@ export class BaseFactory {
         return webSocketFrame(
           r,
           this.rawPcm(Math.max(0, len - 14)),
-          r.chance(0.5) ? (BigInt(r.next()) << 32n) | BigInt(r.next()) : undefined,
+          r.chance(0.5) ? (BigInt(r.u32()) << 32n) | BigInt(r.u32()) : undefined,
         );
       }
       case 1:
@@ -493,13 +420,13 @@ export class BaseFactory {
     const r = this.rng;
     const sport = o.sport ?? this.sport();
     const len = o.payload?.length ?? 0;
-    let seq = o.seq ?? r.next();
+    let seq = o.seq ?? r.u32();
     let flags = o.flags;
     if (streamed) {
       const next = this.tcpNext.get(sport);
       if (next === undefined || r.chance(0.05)) {
         flags = TcpFlag.Syn | (r.chance(0.5) ? TcpFlag.Ack : 0);
-        seq = r.next();
+        seq = r.u32();
         this.tcpNext.set(sport, (seq + 1 + len) >>> 0);
       } else {
         const shift = r.pick([0, 0, 0, 0, -len, -1, 1, 1000, -(2 ** 31)]);
@@ -516,7 +443,7 @@ export class BaseFactory {
     const opts = {
       sport,
       dport: this.dport(),
-      tcpOptions: tcpTimestampOption(r.next(), r.next()),
+      tcpOptions: tcpTimestampOption(r.u32(), r.u32()),
       ...o,
       seq,
       flags,
@@ -593,16 +520,16 @@ export interface Mutated {
 }
 
 type Mutation = (
-  rng: Prng,
+  rng: FuzzRng,
   p: Uint8Array,
   base: BasePacket,
   opts: FuzzPacketOptions,
 ) => [Uint8Array, string];
 
 /** Values that sit on the edges of a field's checks. */
-function interesting(rng: Prng, size: 1 | 2 | 4, old: number, frameLen: number): number {
+function interesting(rng: FuzzRng, size: 1 | 2 | 4, old: number, frameLen: number): number {
   const max = size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
-  const common = [0, 1, max, max - 1, old + 1, old - 1, old ^ (1 << rng.int(size * 8)), rng.next()];
+  const common = [0, 1, max, max - 1, old + 1, old - 1, old ^ (1 << rng.int(size * 8)), rng.u32()];
   const bySize: Record<1 | 2 | 4, number[]> = {
     1: [0x0f, 0x10, 0x20, 0x3f, 0x40, 0x45, 0x4f, 0x5f, 0x60, 0x7f, 0x80, 0x8f, 0x9f, 0xbf, 0xf0],
     2: [
@@ -724,13 +651,13 @@ const SHAPE_MUTATIONS: Mutation[] = [
   },
 ];
 
-function truncate(rng: Prng, p: Uint8Array): [Uint8Array, string] {
+function truncate(rng: FuzzRng, p: Uint8Array): [Uint8Array, string] {
   const at = rng.range(MIN_FRAME, p.length);
   return [p.subarray(0, at), `truncate@${at}`];
 }
 
 /** Random bytes, often behind an IP ethertype (and version nibble) so parsing goes deeper. */
-export function garbage(rng: Prng, opts: FuzzPacketOptions): Uint8Array {
+export function garbage(rng: FuzzRng, opts: FuzzPacketOptions): Uint8Array {
   const max = opts.maxFrame ?? TEST_RUN_MAX_FRAME;
   const p = rng.bytes(rng.chance(0.8) ? rng.range(MIN_FRAME, 200) : rng.range(MIN_FRAME, max));
   if (rng.chance(0.7) && p.length >= 15) {
@@ -742,7 +669,7 @@ export function garbage(rng: Prng, opts: FuzzPacketOptions): Uint8Array {
 }
 
 /** 1..4 mutations of `base`: fields first, then shape, then (sometimes) a truncation. */
-export function mutate(rng: Prng, base: BasePacket, opts: FuzzPacketOptions): Mutated {
+export function mutate(rng: FuzzRng, base: BasePacket, opts: FuzzPacketOptions): Mutated {
   let p: Uint8Array = base.bytes.slice();
   const mutations: string[] = [];
   const apply = ([out, what]: [Uint8Array, string]): void => {

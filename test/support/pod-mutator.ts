@@ -1,10 +1,8 @@
 /**
- * Hostile Kubernetes input for fuzzing the pod parser, the pod cache and the pod sources: a
- * seeded PRNG, real-shaped Pods (test/support/fake-k8s.ts makePod) and mutations that break them
+ * Hostile Kubernetes input for fuzzing the pod parser, the pod cache and the pod sources:
+ * real-shaped Pods (test/support/fake-k8s.ts makePod) and mutations that break them
  * the ways a confused or hostile API server, kubelet or proxy could.
  *
- *   fuzzSettings(label, defaultIterations)   FUZZ_SEED / FUZZ_ITERATIONS, printed
- *   new Prng(seed)                           mulberry32: u32(), int(n), chance(p), pick(xs)
  *   new PodMutator(rng, { node })            basePod(), mutatedPod(), mutatedList(n),
  *                                            watchEvent(), watchLine(), garbageBodies()
  *   sentinelIp(i) / FUZZ_IPV4_PREFIX         address ranges: fuzz pods never use sentinel ones
@@ -16,81 +14,14 @@
  * as own keys, as JSON.parse makes them), deep nesting, odd phases, timestamps and
  * resourceVersions. Watch lines add wrong event types and objects, truncated and non-JSON lines.
  *
- * Everything random comes from the one Prng (UIDs and container IDs too): a seed replays a run.
+ * Everything random comes from one FuzzRng (./fuzz-random.ts; UIDs and container IDs too): a
+ * seed replays a run.
  */
-import { randomBytes } from 'node:crypto';
+import type { FuzzRng } from './fuzz-random.js';
 import { makePod, type PodJson } from './fake-k8s.js';
 
 // ---------------------------------------------------------------------------
 // Seeded randomness
-
-export class Prng {
-  private state: number;
-
-  constructor(readonly seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** mulberry32: small, fast, and good enough to pick mutations. */
-  u32(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-
-  /** 0 <= n < max. */
-  int(max: number): number {
-    return max <= 1 ? 0 : this.u32() % max;
-  }
-
-  chance(p: number): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    if (items.length === 0) throw new RangeError('Prng.pick: empty list');
-    return items[this.int(items.length)];
-  }
-
-  hex(chars: number): string {
-    let out = '';
-    while (out.length < chars) out += this.u32().toString(16).padStart(8, '0');
-    return out.slice(0, chars);
-  }
-}
-
-export interface FuzzSettings {
-  readonly seed: number;
-  readonly iterations: number;
-}
-
-/**
- * FUZZ_SEED (decimal or 0x hex; else random) and FUZZ_ITERATIONS (else `defaultIterations`),
- * printed so a failing run can be replayed.
- */
-export function fuzzSettings(label: string, defaultIterations: number): FuzzSettings {
-  const rawSeed = process.env.FUZZ_SEED;
-  let seed: number;
-  if (rawSeed === undefined || rawSeed === '') seed = randomBytes(4).readUInt32LE(0);
-  else {
-    seed = Number(rawSeed);
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-      throw new RangeError(`FUZZ_SEED: expected an integer 0..0xffffffff, got ${rawSeed}`);
-    }
-  }
-  const rawIterations = process.env.FUZZ_ITERATIONS;
-  let iterations = defaultIterations;
-  if (rawIterations !== undefined && rawIterations !== '') {
-    iterations = Number(rawIterations);
-    if (!Number.isInteger(iterations) || iterations < 1) {
-      throw new RangeError(`FUZZ_ITERATIONS: expected a positive integer, got ${rawIterations}`);
-    }
-  }
-  console.log(`${label}: FUZZ_SEED=${seed} FUZZ_ITERATIONS=${iterations}`);
-  return { seed, iterations };
-}
 
 // ---------------------------------------------------------------------------
 // Address ranges
@@ -443,7 +374,7 @@ export class PodMutator {
   private hugeArraysLeft = Number.POSITIVE_INFINITY;
 
   constructor(
-    private readonly rng: Prng,
+    private readonly rng: FuzzRng,
     options: PodMutatorOptions,
   ) {
     this.node = options.node;
