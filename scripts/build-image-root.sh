@@ -56,7 +56,7 @@ stage_sources() {
   log "staging sources in $work"
   cp -a "$root"/package.json "$root"/package-lock.json "$root"/tsconfig.json "$work"/
   local d
-  for d in bpf native src otel test; do
+  for d in bpf native src otel test scripts; do
     cp -a "$root/$d" "$work/$d"
   done
   rm -rf "$work/native/build" "$work"/bpf/*.o
