@@ -13,10 +13,11 @@ import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { after, before, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AudioEventLayout as L, Direction } from '../src/abi.js';
+import { Direction } from '../src/abi.js';
 import { Classifier, NativeError, splitRawEvents, type ClassifierOptions } from '../src/native.js';
 import { processTcxLinks } from './lab/attachments.js';
 import { requireRoot, rootUnavailable } from './support/root.js';
+import { decodeAudioEvent, type AudioEventRecord } from './support/audio-event.js';
 
 const ID = process.pid % 100000;
 const NS = `altt${ID}`;
@@ -136,18 +137,8 @@ function hasClsact(dev: string): boolean {
   return sh('tc', ['qdisc', 'show', 'dev', dev]).includes('clsact');
 }
 
-interface SeenEvent {
-  ifindex: number;
-  direction: number;
-  family: number;
-  sport: number;
-  dport: number;
-  payloadLen: number;
-  saddr: Uint8Array;
-}
-
 class Tap {
-  readonly events: SeenEvent[] = [];
+  readonly events: AudioEventRecord[] = [];
   readonly classifier: Classifier;
 
   constructor(overrides: Partial<ClassifierOptions> = {}) {
@@ -161,26 +152,15 @@ class Tap {
       flowTimeoutMs: 10_000,
       onSignatures: () => {},
       onRawEvents: (buf, count) => {
-        for (const b of splitRawEvents(buf, count)) {
-          const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-          this.events.push({
-            ifindex: v.getUint32(L.ifindex, true),
-            direction: b[L.direction],
-            family: b[L.family],
-            sport: v.getUint16(L.sport, true),
-            dport: v.getUint16(L.dport, true),
-            payloadLen: v.getUint16(L.payloadLen, true),
-            saddr: b.slice(L.saddr, L.saddr + 16),
-          });
-        }
+        for (const b of splitRawEvents(buf, count)) this.events.push(decodeAudioEvent(b));
       },
       ...overrides,
     });
   }
 
   /** Waits (bounded) until `want` events of a direction arrived; returns those seen. */
-  async waitFor(direction: number, want: number): Promise<SeenEvent[]> {
-    const matching = (): SeenEvent[] =>
+  async waitFor(direction: number, want: number): Promise<AudioEventRecord[]> {
+    const matching = (): AudioEventRecord[] =>
       this.events.filter((e) => e.direction === direction && e.dport === AUDIO_PORT);
     for (let i = 0; i < 40 && matching().length < want; i++) {
       await this.classifier.drain();

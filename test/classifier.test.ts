@@ -37,6 +37,7 @@ import {
 } from './support/packets.js';
 import { chunk, encodeRawLe16, noise, speechLike } from './support/audio-fixtures.js';
 import { requireRoot } from './support/root.js';
+import { decodeAudioEvent, type AudioEventRecord } from './support/audio-event.js';
 import {
   cgroupDirectory,
   cgroupIdOf,
@@ -49,51 +50,9 @@ const AUDIO_PORT = 5004;
 const OTHER_PORT = 6000;
 const DEFAULT_SSRC = 0x11223344; // rtpHeader()'s
 
-interface AudioEvent {
-  ifindex: number;
-  direction: number;
-  family: number;
-  protocol: number;
-  encoding: number;
-  saddr: Uint8Array;
-  daddr: Uint8Array;
-  sport: number;
-  dport: number;
-  payloadOff: number;
-  payloadLen: number;
-  capturedLen: number;
-  flags: number;
-  data: Uint8Array;
-  byteLength: number;
-  cgroupId: bigint;
-}
-
-function decodeEvent(b: Uint8Array): AudioEvent {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const capturedLen = v.getUint16(L.capturedLen, true);
-  return {
-    ifindex: v.getUint32(L.ifindex, true),
-    direction: b[L.direction],
-    family: b[L.family],
-    protocol: b[L.protocol],
-    encoding: b[L.encoding],
-    saddr: b.slice(L.saddr, L.saddr + 16),
-    daddr: b.slice(L.daddr, L.daddr + 16),
-    sport: v.getUint16(L.sport, true),
-    dport: v.getUint16(L.dport, true),
-    payloadOff: v.getUint16(L.payloadOff, true),
-    payloadLen: v.getUint16(L.payloadLen, true),
-    capturedLen,
-    flags: v.getUint16(L.flags, true),
-    data: b.slice(L.data, L.data + capturedLen),
-    byteLength: b.byteLength,
-    cgroupId: v.getBigUint64(L.cgroupId, true),
-  };
-}
-
 interface RunResult {
   retval: number;
-  events: AudioEvent[];
+  events: AudioEventRecord[];
   delta: number[];
 }
 
@@ -132,7 +91,7 @@ class Harness {
     const afterStats = this.classifier.stats().kernel;
     return {
       retval,
-      events: this.events.splice(0).map(decodeEvent),
+      events: this.events.splice(0).map(decodeAudioEvent),
       delta: afterStats.map((v, i) => v - before[i]),
     };
   }
@@ -196,7 +155,7 @@ async function expectEvent(
   opts: UdpPacketOptions,
   expected: { encoding: number; flags: number; prog?: TestProgram },
   mutate?: (built: BuiltPacket) => void,
-): Promise<AudioEvent> {
+): Promise<AudioEventRecord> {
   const built = buildUdpPacketLayout(opts);
   mutate?.(built);
   const { retval, events, delta } = await h.run(built.bytes, expected.prog ?? 'ingress');

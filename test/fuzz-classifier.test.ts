@@ -41,10 +41,8 @@ import {
 import {
   checkObservation,
   classifyPacket,
-  decodeEvent,
   describeReference,
   sparse,
-  type ObservedEvent,
   type Reference,
   type UdpAlternative,
 } from './support/classifier-model.js';
@@ -58,6 +56,7 @@ import {
   type BasePacket,
 } from './support/packet-mutator.js';
 import { FuzzRng, fuzzSettings } from './support/fuzz-random.js';
+import { decodeAudioEvent, type AudioEventRecord } from './support/audio-event.js';
 import {
   audioBytes,
   buildTcpPacket,
@@ -246,7 +245,7 @@ class FuzzHarness {
     let at = 0;
     for (const r of runs) {
       const n = r.delta[KernelStat.Events];
-      const events = records.slice(at, at + n).map(decodeEvent);
+      const events = records.slice(at, at + n).map(decodeAudioEvent);
       at += n;
       const direction = r.prog === 'egress' ? 1 : 0;
       const problems = checkObservation(r.frame, r.ref, { direction, events, delta: r.delta });
@@ -274,7 +273,7 @@ class FuzzHarness {
   }
 
   /** What the reference cannot know: where and when. Consistent across events. */
-  private environmentProblems(prog: TestProgram, events: readonly ObservedEvent[]): string[] {
+  private environmentProblems(prog: TestProgram, events: readonly AudioEventRecord[]): string[] {
     const out: string[] = [];
     for (const ev of events) {
       this.ifindex ??= ev.ifindex;
@@ -410,7 +409,7 @@ test('the classifier passes the verifier at every configuration the agent can gi
       assert.equal(events.length, hit ? 2 : 0, what);
       assert.equal(k[KernelStat.PortMiss], hit ? 0 : 2, what);
       if (hit) {
-        const [udpEvent, tcpEvent] = events.map(decodeEvent);
+        const [udpEvent, tcpEvent] = events.map(decodeAudioEvent);
         assert.equal(udpEvent.payloadOff, rtp.audioOffset, what);
         assert.deepEqual(
           udpEvent.data,

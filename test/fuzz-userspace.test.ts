@@ -51,12 +51,11 @@ import {
   AudioEventMutator,
   ReferenceEngine,
   SigRecordMutator,
-  writeAudioEvent,
-  type AudioEventHeader,
   type ReferenceEngineConfig,
   type ReferenceRecord,
 } from './support/event-mutator.js';
 import { FuzzRng, fuzzSettings } from './support/fuzz-random.js';
+import { writeAudioEvent, type AudioEventHeader } from './support/audio-event.js';
 import { concat, tcpEvents, WS_UPGRADE_REQUEST, wsFrame } from './support/tcp-streams.js';
 
 const DEFAULT_ITERATIONS = 3000;

@@ -6,7 +6,6 @@
  *                                                     or the events (and counters) it may yield
  *   checkObservation(frame, reference, observed): string[]   what the kernel did that the
  *                                                     reference does not allow (empty: all allowed)
- *   decodeEvent(record): ObservedEvent                one raw ring-buffer record
  *
  * Written from the documented rules (the headers' comments, docs/signatures.md,
  * docs/tcp-streams.md), not transcribed from the C: a reference the kernel is checked against.
@@ -29,13 +28,13 @@ import {
   AEV_HEADER_SIZE,
   AEV_MAX_CAPTURE,
   AEV_MAX_CHUNKS,
-  AudioEventLayout as L,
   Direction,
   Encoding,
   EventFlag,
   KERNEL_STAT_COUNT,
   KernelStat,
 } from '../../src/abi.js';
+import type { AudioEventRecord } from './audio-event.js';
 
 /** 802.1Q/802.1ad tags parsed before giving up (parse.bpf.h MAX_VLAN_TAGS). */
 export const MAX_VLAN_TAGS = 2;
@@ -125,61 +124,11 @@ export type Reference =
     }
   | { kind: 'tcp'; flow: Flow; vlan: boolean; segment: TcpSegment };
 
-/** One record of the ring buffer (struct audio_event), decoded. */
-export interface ObservedEvent {
-  tsNs: bigint;
-  ifindex: number;
-  direction: number;
-  family: number;
-  protocol: number;
-  encoding: number;
-  saddr: Uint8Array;
-  daddr: Uint8Array;
-  sport: number;
-  dport: number;
-  payloadOff: number;
-  payloadLen: number;
-  capturedLen: number;
-  flags: number;
-  seq: number;
-  cgroupId: bigint;
-  data: Uint8Array;
-  byteLength: number;
-}
-
 export interface Observation {
   direction: Direction;
-  events: readonly ObservedEvent[];
+  events: readonly AudioEventRecord[];
   /** Kernel counter deltas of this one run, indexed by KernelStat. */
   delta: readonly number[];
-}
-
-export function decodeEvent(b: Uint8Array): ObservedEvent {
-  if (b.byteLength < AEV_HEADER_SIZE) {
-    throw new Error(`ring-buffer record of ${b.byteLength} bytes: shorter than its header`);
-  }
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const capturedLen = v.getUint16(L.capturedLen, true);
-  return {
-    tsNs: v.getBigUint64(L.tsNs, true),
-    ifindex: v.getUint32(L.ifindex, true),
-    direction: b[L.direction],
-    family: b[L.family],
-    protocol: b[L.protocol],
-    encoding: b[L.encoding],
-    saddr: b.slice(L.saddr, L.saddr + 16),
-    daddr: b.slice(L.daddr, L.daddr + 16),
-    sport: v.getUint16(L.sport, true),
-    dport: v.getUint16(L.dport, true),
-    payloadOff: v.getUint16(L.payloadOff, true),
-    payloadLen: v.getUint16(L.payloadLen, true),
-    capturedLen,
-    flags: v.getUint16(L.flags, true),
-    seq: v.getUint32(L.seq, true),
-    cgroupId: v.getBigUint64(L.cgroupId, true),
-    data: b.slice(L.data, Math.min(b.byteLength, L.data + capturedLen)),
-    byteLength: b.byteLength,
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,7 +470,7 @@ export function sparse(delta: readonly number[]): Counters {
   return out;
 }
 
-function flowProblems(ev: ObservedEvent, flow: Flow, direction: number, what: string): string[] {
+function flowProblems(ev: AudioEventRecord, flow: Flow, direction: number, what: string): string[] {
   const out: string[] = [];
   const want: [string, number, number][] = [
     ['family', ev.family, flow.family],
@@ -542,7 +491,12 @@ function flowProblems(ev: ObservedEvent, flow: Flow, direction: number, what: st
 }
 
 /** The event's bytes are the frame's, at the offset it reports (placed by `at`, unsaturated). */
-function bytesProblems(frame: Uint8Array, ev: ObservedEvent, at: number, what: string): string[] {
+function bytesProblems(
+  frame: Uint8Array,
+  ev: AudioEventRecord,
+  at: number,
+  what: string,
+): string[] {
   const expected = frame.subarray(at, at + ev.capturedLen);
   if (at + ev.capturedLen > frame.length) {
     return [`${what}: ${ev.capturedLen} bytes at ${at} run past the ${frame.length}-byte frame`];

@@ -26,61 +26,10 @@ import type { SignerConfig, SignerStats } from '../../src/signature/index.js';
 import { writeSigRecord } from '../../src/signature-batch.js';
 import type { SigRecordFields } from '../../src/signature-batch.js';
 import type { FuzzRng } from './fuzz-random.js';
+import { type AudioEventHeader, writeAudioEvent } from './audio-event.js';
 import { chunkedBody, concat, mediaStream, sseStream, te, wsFrame } from './tcp-streams.js';
 
 const U64_MAX = (1n << 64n) - 1n;
-
-/** The header fields of struct audio_event (bpf/audio_event.h). */
-export interface AudioEventHeader {
-  tsNs: bigint;
-  ifindex: number;
-  direction: number;
-  family: number;
-  protocol: number;
-  encoding: number;
-  saddr: Uint8Array;
-  daddr: Uint8Array;
-  sport: number;
-  dport: number;
-  payloadOff: number;
-  payloadLen: number;
-  capturedLen: number;
-  flags: number;
-  seq: number;
-  cgroupId: bigint;
-}
-
-/**
- * One record of exactly `length` bytes (default: header + data), as the ring buffer hands it
- * over: the header cut short when `length` is below AEV_HEADER_SIZE, the data cut or zero-padded.
- */
-export function writeAudioEvent(
-  h: AudioEventHeader,
-  data: Uint8Array,
-  length = AEV_HEADER_SIZE + data.length,
-): Uint8Array {
-  const L = AudioEventLayout;
-  const full = new Uint8Array(Math.max(length, AEV_HEADER_SIZE));
-  const v = new DataView(full.buffer);
-  v.setBigUint64(L.tsNs, h.tsNs & U64_MAX, true);
-  v.setUint32(L.ifindex, h.ifindex >>> 0, true);
-  full[L.direction] = h.direction;
-  full[L.family] = h.family;
-  full[L.protocol] = h.protocol;
-  full[L.encoding] = h.encoding;
-  full.set(h.saddr.subarray(0, 16), L.saddr);
-  full.set(h.daddr.subarray(0, 16), L.daddr);
-  v.setUint16(L.sport, h.sport, true);
-  v.setUint16(L.dport, h.dport, true);
-  v.setUint16(L.payloadOff, h.payloadOff, true);
-  v.setUint16(L.payloadLen, h.payloadLen & 0xffff, true);
-  v.setUint16(L.capturedLen, h.capturedLen & 0xffff, true);
-  v.setUint16(L.flags, h.flags & 0xffff, true);
-  v.setUint32(L.seq, h.seq >>> 0, true);
-  v.setBigUint64(L.cgroupId, h.cgroupId & U64_MAX, true);
-  full.set(data.subarray(0, Math.max(0, length - AEV_HEADER_SIZE)), L.data);
-  return length < AEV_HEADER_SIZE ? full.slice(0, length) : full;
-}
 
 export interface AudioEventMutatorOptions {
   /** Distinct (flow, observation point) keys of the scenarios (default 6). */
